@@ -1,0 +1,7 @@
+package main
+
+import "errors"
+
+func runStatus(args []string) error {
+	return errors.New("not implemented yet")
+}
