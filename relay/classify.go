@@ -1,0 +1,435 @@
+package relay
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// Reason is why the relay dropped (or did not forward) a packet. Reasons are the label
+// values of mpath_relay_dropped_packets_total.
+type Reason uint8
+
+// Drop reasons. ReasonNone means "forward".
+const (
+	ReasonNone         Reason = iota
+	ReasonNotAllowed          // an address outside --allow (outer source, inner source or destination)
+	ReasonMalformed           // truncated, bad version/IHL/length, bad header checksum
+	ReasonFragment            // outer or inner packet is a fragment
+	ReasonNestedTunnel        // inner packet is itself a tunnel (IPIP, 6in4, GRE)
+	ReasonTTLExpired          // inner (or plain) TTL would reach 0
+	ReasonToSelf              // the inner destination is one of the relay's own addresses
+	ReasonMartian             // multicast, broadcast, loopback, unspecified addresses
+	ReasonImpairLoss          // dropped by --impair loss
+	ReasonQueueFull           // tail-dropped behind --impair rate
+	ReasonSendError           // the kernel refused to send it
+	ReasonOverload            // the release queue was full (the relay cannot keep up)
+	numReasons
+)
+
+var reasonNames = [numReasons]string{
+	ReasonNone:         "none",
+	ReasonNotAllowed:   "not_allowed",
+	ReasonMalformed:    "malformed",
+	ReasonFragment:     "fragment",
+	ReasonNestedTunnel: "nested_tunnel",
+	ReasonTTLExpired:   "ttl_expired",
+	ReasonToSelf:       "to_self",
+	ReasonMartian:      "martian",
+	ReasonImpairLoss:   "impair_loss",
+	ReasonQueueFull:    "queue_full",
+	ReasonSendError:    "send_error",
+	ReasonOverload:     "overload",
+}
+
+func (r Reason) String() string {
+	if r < numReasons {
+		return reasonNames[r]
+	}
+	return fmt.Sprintf("reason(%d)", uint8(r))
+}
+
+// Reasons lists every drop reason (ReasonNone excluded), for metrics and logs.
+func Reasons() []Reason {
+	rs := make([]Reason, 0, numReasons-1)
+	for r := ReasonNone + 1; r < numReasons; r++ {
+		rs = append(rs, r)
+	}
+	return rs
+}
+
+// Mode is how the relay sends a decapsulated packet on.
+type Mode uint8
+
+const (
+	// ModeForward strips the outer header and routes the inner packet (TTL-1), like a
+	// stock Linux ipip relay.
+	ModeForward Mode = iota
+	// ModeReencap wraps the inner packet (TTL-1) in a new outer header from the relay to
+	// the inner destination, so no foreign source address leaves the relay.
+	ModeReencap
+)
+
+func (m Mode) String() string {
+	if m == ModeReencap {
+		return "reencap"
+	}
+	return "forward"
+}
+
+// ParseMode reads "forward" or "reencap".
+func ParseMode(s string) (Mode, error) {
+	switch strings.ToLower(s) {
+	case "", "forward":
+		return ModeForward, nil
+	case "reencap":
+		return ModeReencap, nil
+	}
+	return 0, fmt.Errorf("parse mode %q: want forward or reencap", s)
+}
+
+// Allowlist is a set of IPv4 prefixes. The zero value allows nothing. Safe for
+// concurrent reads.
+type Allowlist struct {
+	nets []v4net
+}
+
+type v4net struct{ addr, mask uint32 }
+
+// ParseAllowlist reads a comma-separated list of IPv4 CIDRs (a bare address is a /32).
+func ParseAllowlist(s string) (Allowlist, error) {
+	var a Allowlist
+	for _, f := range strings.Split(s, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		var p netip.Prefix
+		var err error
+		if strings.Contains(f, "/") {
+			p, err = netip.ParsePrefix(f)
+		} else {
+			var ad netip.Addr
+			ad, err = netip.ParseAddr(f)
+			if err == nil {
+				p = netip.PrefixFrom(ad, ad.BitLen())
+			}
+		}
+		if err != nil {
+			return Allowlist{}, fmt.Errorf("parse allowlist: %w", err)
+		}
+		if !p.Addr().Is4() {
+			return Allowlist{}, fmt.Errorf("parse allowlist: %s: only IPv4 prefixes", p)
+		}
+		a.Add(p)
+	}
+	if len(a.nets) == 0 {
+		return Allowlist{}, fmt.Errorf("parse allowlist %q: no prefixes", s)
+	}
+	return a, nil
+}
+
+// Add adds an IPv4 prefix (others are ignored).
+func (a *Allowlist) Add(p netip.Prefix) {
+	if !p.Addr().Is4() {
+		return
+	}
+	p = p.Masked()
+	mask := uint32(0)
+	if p.Bits() > 0 {
+		mask = ^uint32(0) << (32 - p.Bits())
+	}
+	a.nets = append(a.nets, v4net{addr: v4(p.Addr()), mask: mask})
+}
+
+// Prefixes returns the prefixes in the list.
+func (a Allowlist) Prefixes() []netip.Prefix {
+	out := make([]netip.Prefix, 0, len(a.nets))
+	for _, n := range a.nets {
+		bits := 0
+		for m := n.mask; m != 0; m <<= 1 {
+			bits++
+		}
+		out = append(out, netip.PrefixFrom(addrOf(n.addr), bits))
+	}
+	return out
+}
+
+func (a Allowlist) String() string {
+	ps := a.Prefixes()
+	ss := make([]string, len(ps))
+	for i, p := range ps {
+		ss[i] = p.String()
+	}
+	return strings.Join(ss, ",")
+}
+
+// Contains reports whether the IPv4 address ip (host byte order) is in the list.
+func (a *Allowlist) Contains(ip uint32) bool {
+	for _, n := range a.nets {
+		if ip&n.mask == n.addr {
+			return true
+		}
+	}
+	return false
+}
+
+func v4(a netip.Addr) uint32 {
+	b := a.As4()
+	return binary.BigEndian.Uint32(b[:])
+}
+
+func addrOf(u uint32) netip.Addr {
+	var b [4]byte
+	binary.BigEndian.PutUint32(b[:], u)
+	return netip.AddrFrom4(b)
+}
+
+// LocalSet is the set of the relay's own IPv4 addresses. The zero value is empty.
+type LocalSet struct {
+	addrs []uint32
+}
+
+// NewLocalSet builds a set from addresses (non-IPv4 ones are ignored).
+func NewLocalSet(addrs []netip.Addr) *LocalSet {
+	s := &LocalSet{}
+	for _, a := range addrs {
+		if a.Is4() || a.Is4In6() {
+			s.addrs = append(s.addrs, v4(a.Unmap()))
+		}
+	}
+	return s
+}
+
+// Has reports whether ip (host byte order) is a local address.
+func (s *LocalSet) Has(ip uint32) bool {
+	if s == nil {
+		return false
+	}
+	for _, a := range s.addrs {
+		if a == ip {
+			return true
+		}
+	}
+	return false
+}
+
+// Policy is what Classify needs to judge a packet. Safe for concurrent reads.
+type Policy struct {
+	Allow Allowlist
+	Local *LocalSet // the relay's own addresses
+	Mode  Mode
+	Plain bool // also forward plain (non-IPIP) transit IPv4 whose addresses are allowed
+}
+
+// Action is what Classify decided for a packet.
+type Action uint8
+
+const (
+	ActIgnore  Action = iota // not ours (local delivery, other traffic): leave it to the kernel, do not count
+	ActDrop                  // drop and count Reason
+	ActForward               // send Out to Dst
+)
+
+// Verdict is Classify's answer.
+type Verdict struct {
+	Action Action
+	Reason Reason     // for ActDrop
+	Out    []byte     // for ActForward: the packet to send, a subslice of the input buffer
+	Dst    netip.Addr // for ActForward: where the kernel routes Out
+	Tunnel bool       // the input was IPIP addressed to the relay (false: plain transit)
+}
+
+// IPv4 header constants.
+const (
+	ipv4HeaderLen = 20
+	protoIPIP     = 4
+	protoIPv6     = 41
+	protoGRE      = 47
+	protoTCP      = 6
+	// OuterTTL is the TTL of the outer header the relay writes in reencap mode.
+	OuterTTL = 64
+)
+
+// ReencapHeadroom is the number of bytes before the inner packet that reencap needs in
+// the buffer for the new outer header. An IPIP input always has them (its own outer
+// header is there).
+const ReencapHeadroom = ipv4HeaderLen
+
+// Classify judges one received IPv4 packet (starting at the IP header). For a packet to
+// forward it edits buf in place (TTL decrement and header checksum; in reencap mode a new
+// outer header written over the old one, with source src) and returns the bytes to send
+// as a subslice of buf. It does not allocate. src is the relay's address toward the
+// inner destination (needed in reencap mode only; see Relay); pass the zero Addr when
+// unknown, which leaves the source for the kernel to fill in.
+func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdict {
+	h, ok := parseIPv4(buf)
+	if !ok {
+		return Verdict{Action: ActDrop, Reason: ReasonMalformed}
+	}
+	if h.proto == protoIPIP && p.Local.Has(h.dst) {
+		return classifyTunnel(p, buf, h, src)
+	}
+	if !p.Plain || p.Local.Has(h.dst) {
+		return Verdict{Action: ActIgnore}
+	}
+	// Plain transit: a router's job.
+	if martian(h.dst) || martian(h.src) {
+		return Verdict{Action: ActIgnore}
+	}
+	if !p.Allow.Contains(h.src) || !p.Allow.Contains(h.dst) {
+		return Verdict{Action: ActDrop, Reason: ReasonNotAllowed}
+	}
+	if h.fragment {
+		return Verdict{Action: ActDrop, Reason: ReasonFragment}
+	}
+	if h.ttl <= 1 {
+		return Verdict{Action: ActDrop, Reason: ReasonTTLExpired}
+	}
+	pkt := buf[:h.totalLen]
+	decTTL(pkt)
+	return Verdict{Action: ActForward, Out: pkt, Dst: addrOf(h.dst)}
+}
+
+func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) netip.Addr) Verdict {
+	drop := func(r Reason) Verdict { return Verdict{Action: ActDrop, Reason: r, Tunnel: true} }
+	if !p.Allow.Contains(outer.src) {
+		return drop(ReasonNotAllowed)
+	}
+	if outer.fragment {
+		return drop(ReasonFragment)
+	}
+	innerBuf := buf[outer.hdrLen:outer.totalLen]
+	in, ok := parseIPv4(innerBuf)
+	if !ok {
+		return drop(ReasonMalformed)
+	}
+	if in.totalLen != len(innerBuf) {
+		// Trailing bytes after the inner packet: not something a tunnel endpoint makes.
+		return drop(ReasonMalformed)
+	}
+	if martian(in.src) || martian(in.dst) {
+		return drop(ReasonMartian)
+	}
+	if !p.Allow.Contains(in.src) || !p.Allow.Contains(in.dst) {
+		return drop(ReasonNotAllowed)
+	}
+	if in.fragment {
+		return drop(ReasonFragment)
+	}
+	if in.proto == protoIPIP || in.proto == protoIPv6 || in.proto == protoGRE {
+		return drop(ReasonNestedTunnel)
+	}
+	if p.Local.Has(in.dst) {
+		return drop(ReasonToSelf)
+	}
+	if in.ttl <= 1 {
+		return drop(ReasonTTLExpired)
+	}
+	decTTL(innerBuf)
+	dst := addrOf(in.dst)
+	if p.Mode == ModeForward {
+		return Verdict{Action: ActForward, Out: innerBuf, Dst: dst, Tunnel: true}
+	}
+	start := outer.hdrLen - ipv4HeaderLen
+	pkt := buf[start:outer.totalLen]
+	var s netip.Addr
+	if src != nil {
+		s = src(dst)
+	}
+	writeOuter(pkt, s, dst, outer.id)
+	return Verdict{Action: ActForward, Out: pkt, Dst: dst, Tunnel: true}
+}
+
+type ipv4Hdr struct {
+	hdrLen, totalLen int
+	ttl, proto       uint8
+	fragment         bool
+	id               uint16
+	src, dst         uint32
+}
+
+// parseIPv4 checks and reads an IPv4 header at the start of b. It accepts trailing bytes
+// after the packet (link padding) and rejects anything a router would reject.
+func parseIPv4(b []byte) (ipv4Hdr, bool) {
+	var h ipv4Hdr
+	if len(b) < ipv4HeaderLen || b[0]>>4 != 4 {
+		return h, false
+	}
+	h.hdrLen = int(b[0]&0x0f) * 4
+	h.totalLen = int(binary.BigEndian.Uint16(b[2:4]))
+	if h.hdrLen < ipv4HeaderLen || h.totalLen < h.hdrLen || h.totalLen > len(b) {
+		return h, false
+	}
+	if checksum(b[:h.hdrLen]) != 0 {
+		return h, false
+	}
+	frag := binary.BigEndian.Uint16(b[6:8])
+	h.fragment = frag&0x2000 != 0 || frag&0x1fff != 0
+	h.id = binary.BigEndian.Uint16(b[4:6])
+	h.ttl = b[8]
+	h.proto = b[9]
+	h.src = binary.BigEndian.Uint32(b[12:16])
+	h.dst = binary.BigEndian.Uint32(b[16:20])
+	return h, true
+}
+
+// martian reports addresses a relay never forwards: 0/8, 127/8, 169.254/16, multicast,
+// reserved and broadcast.
+func martian(ip uint32) bool {
+	switch {
+	case ip>>24 == 0, ip>>24 == 127, ip>>16 == 0xa9fe, ip>>28 >= 0xe:
+		return true
+	}
+	return false
+}
+
+// decTTL decrements the TTL of the IPv4 header at b and patches the checksum
+// incrementally (RFC 1624).
+func decTTL(b []byte) {
+	b[8]--
+	// The TTL is the high byte of the 16-bit word at offset 8: the sum drops by 0x0100,
+	// so the checksum (its complement) rises by 0x0100, with end-around carry.
+	sum := uint32(binary.BigEndian.Uint16(b[10:12])) + 0x0100
+	sum = (sum & 0xffff) + (sum >> 16)
+	binary.BigEndian.PutUint16(b[10:12], uint16(sum))
+}
+
+// writeOuter writes a 20-byte IPIP outer header at the start of pkt (whose length is
+// the full packet length) from src to dst. A zero src is left 0 for the kernel.
+func writeOuter(pkt []byte, src, dst netip.Addr, id uint16) {
+	h := pkt[:ipv4HeaderLen]
+	h[0] = 0x45
+	h[1] = 0
+	binary.BigEndian.PutUint16(h[2:4], uint16(len(pkt)))
+	binary.BigEndian.PutUint16(h[4:6], id)
+	binary.BigEndian.PutUint16(h[6:8], 0x4000) // DF: the inner packet is not fragmented either
+	h[8] = OuterTTL
+	h[9] = protoIPIP
+	h[10], h[11] = 0, 0
+	if src.Is4() {
+		s := src.As4()
+		copy(h[12:16], s[:])
+	} else {
+		clear(h[12:16])
+	}
+	d := dst.As4()
+	copy(h[16:20], d[:])
+	binary.BigEndian.PutUint16(h[10:12], checksum(h))
+}
+
+// checksum is the Internet checksum of b (0 when b already carries a valid checksum).
+func checksum(b []byte) uint16 {
+	var sum uint32
+	for i := 0; i+1 < len(b); i += 2 {
+		sum += uint32(b[i])<<8 | uint32(b[i+1])
+	}
+	if len(b)%2 == 1 {
+		sum += uint32(b[len(b)-1]) << 8
+	}
+	for sum>>16 != 0 {
+		sum = (sum & 0xffff) + (sum >> 16)
+	}
+	return ^uint16(sum)
+}
