@@ -76,6 +76,12 @@ type Segment struct {
 	Window   uint16 // raw header field, not scaled
 	Options  Options
 	Payload  []byte
+
+	// Path is, on input, the index of the path the segment arrived by (the link knows it
+	// from the interface or the relay it came from), or -1 when unknown. The engine answers
+	// on the same path so each path's RTT covers one relay both ways. Ignored on output:
+	// Link.Send's path argument decides.
+	Path int
 }
 
 // Len is the sequence space the segment occupies: payload plus one for SYN and FIN.

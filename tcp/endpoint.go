@@ -1,0 +1,1433 @@
+package tcp
+
+// The endpoint is one connection's transmission control block: RFC 9293's state
+// machine plus the multipath sender and the reordering receiver. It does no I/O and
+// reads no clock: every entry point takes now, and segments to send are appended to
+// e.out for the caller to hand to the Link. One goroutine (the connection's loop) owns
+// an endpoint; the application's side reaches it only through sendBuffer/recvBuffer
+// (which have their own locks) and through the loop.
+//
+//   input(seg) ──► acceptability / RST / SYN checks ──► ACK: transmit log, SACK,
+//                  per-path RTT, delivery rate, RACK loss per path, congestion model
+//              └─► data: in order → recvBuffer; beyond rcv.nxt → reorder.Queue; FIN
+//   output()   ──► lost segments first (spray.Earliest), then new data (scheduler),
+//                  FIN, pure ACKs (with SACK), window updates, probes → e.out
+//   timer()    ──► SYN retries, per-path timeouts and path health, RACK reorder timers,
+//                  delayed ACK, zero-window probes, keepalive, TIME_WAIT
+
+import (
+	"net/netip"
+	"sort"
+	"time"
+
+	"mpath/reorder"
+	"mpath/spray"
+	"mpath/tcp/seqnum"
+)
+
+type state uint8
+
+const (
+	stateClosed state = iota
+	stateSynSent
+	stateSynRcvd
+	stateEstablished
+	stateFinWait1
+	stateFinWait2
+	stateCloseWait
+	stateClosing
+	stateLastAck
+	stateTimeWait
+)
+
+func (s state) String() string {
+	return [...]string{"CLOSED", "SYN-SENT", "SYN-RECEIVED", "ESTABLISHED", "FIN-WAIT-1",
+		"FIN-WAIT-2", "CLOSE-WAIT", "CLOSING", "LAST-ACK", "TIME-WAIT"}[s]
+}
+
+// synchronized reports whether the handshake is complete (RFC 9293 terminology).
+func (s state) synchronized() bool { return s >= stateEstablished }
+
+// pathHealth is the stack-wide view of path health that endpoints share.
+type pathHealth interface {
+	pathUp(p int) bool
+	// pathReport tells the stack that p looked dead (up=false) or delivered (up=true).
+	pathReport(p int, up bool)
+	// rttHint returns a recent RTT seen on p by any connection, or 0.
+	rttHint(p int) time.Duration
+}
+
+// epConfig is what every endpoint of a stack shares. Read-only after creation.
+type epConfig struct {
+	mss           int // largest payload+options we accept and send (per segment TCP MSS)
+	rcvLimit      int // receive window bound (bytes)
+	sndLimit      int // send buffer bound (bytes)
+	paths         []spray.Path
+	scheduler     string
+	epoch         time.Time
+	userTimeout   time.Duration // abort after this long without progress on outstanding data
+	synTimeout    time.Duration // give up on a handshake after this long
+	timeWait      time.Duration
+	finTimeout    time.Duration // FIN-WAIT-2 of a closed connection
+	keepAlive     time.Duration // 0: off
+	acceptSYNData bool
+	health        pathHealth
+}
+
+// outSeg is a segment to send on a path. Payload slices point into the send buffer and
+// are valid until the endpoint next processes an acknowledgement.
+type outSeg struct {
+	path int
+	seg  Segment
+}
+
+type endpoint struct {
+	cfg           *epConfig
+	local, remote netip.AddrPort
+	state         state
+	out           []outSeg
+
+	// Send side.
+	iss, sndUna, sndNxt uint32
+	sndWnd, maxSndWnd   uint32
+	sndWl1, sndWl2      uint32
+	sndShift, rcvShift  uint8
+	wsOK, sackOK, tsOK  bool
+	segSize             int // payload bytes per data segment (MSS less options)
+	tsOffset, tsRecent  uint32
+	sb                  *sendBuffer
+	bufSeq              uint32 // sequence number of the send buffer's first byte
+	synData             int    // bytes of the send buffer carried by our SYN
+	finPending          bool   // the application closed the write side
+	finSent             bool
+	finSeq              uint32
+	tx                  txQueue
+	rtx                 []uint32 // sequence numbers of lost segments awaiting re-send, sorted lazily
+	rtxSorted           bool
+	paths               []pathState
+	view                []spray.Path
+	sched               spray.Scheduler
+	rotor               int // path rotation for SYNs and pure ACKs without a better choice
+	synAt               time.Time
+	synRetries          int
+	rexmitAt            time.Time // SYN / connection-level retransmission deadline
+	connBackoff         uint
+	lastProgress        time.Time
+	persistAt           time.Time
+	persistBackoff      uint
+	paceAt              time.Time
+	rackAt              time.Time
+
+	// Receive side.
+	irs, rcvNxt  uint32
+	rcvRight     uint32 // right edge of the window we advertised (never moves left)
+	rq           *reorder.Queue
+	rb           *recvBuffer
+	peerFin      bool // FIN seen (maybe out of order)
+	peerFinSeq   uint32
+	finRcvd      bool // FIN consumed in order
+	ackNow       bool
+	unacked      int
+	delAckAt     time.Time
+	ackPathHint  int
+	sackScratch  []reorder.Block
+	lastRecv     time.Time
+	kaAt         time.Time
+	kaProbes     int
+	challengeAt  time.Time
+	challengeCnt int
+
+	// Close.
+	readClosed bool // Close was called: arriving data resets the connection
+	appClosed  bool
+	twAt       time.Time
+	finWaitAt  time.Time
+	err        error
+	done       bool // finished: the loop removes it
+
+	// Loop bookkeeping.
+	dirty   bool      // queued for finishEndpoint in this loop iteration
+	timerAt time.Time // deadline currently in the loop's timer heap
+
+	// Stats.
+	retransSegs, spuriousSegs uint64
+	established               time.Time
+}
+
+// newEndpoint returns an endpoint for local<->remote in CLOSED state.
+func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now time.Time) *endpoint {
+	e := &endpoint{
+		cfg:         cfg,
+		local:       local,
+		remote:      remote,
+		iss:         iss,
+		sndUna:      iss,
+		sndNxt:      iss,
+		bufSeq:      iss + 1,
+		sb:          newSendBuffer(cfg.sndLimit),
+		rb:          newRecvBuffer(),
+		rq:          reorder.New(cfg.rcvLimit),
+		lastRecv:    now,
+		ackPathHint: -1,
+	}
+	e.rcvShift = windowShift(cfg.rcvLimit)
+	e.tsOffset = iss * 2654435761 // per-connection offset (RFC 7323 section 5.4)
+	e.view = make([]spray.Path, len(cfg.paths))
+	copy(e.view, cfg.paths)
+	e.paths = make([]pathState, len(cfg.paths))
+	for i := range e.paths {
+		e.view[i].Up = cfg.health.pathUp(i)
+		e.view[i].InFlight, e.view[i].NextSend = 0, time.Time{}
+		e.paths[i].init(&e.view[i], cfg.mss, cfg.health.rttHint(i))
+	}
+	sched, err := spray.New(cfg.scheduler)
+	if err != nil {
+		sched, _ = spray.New("auto")
+	}
+	e.sched = sched
+	return e
+}
+
+// windowShift is the smallest window scale that can advertise limit bytes.
+func windowShift(limit int) uint8 {
+	var s uint8
+	for s < 14 && (65535<<s) < limit {
+		s++
+	}
+	return s
+}
+
+func (e *endpoint) tsNow(now time.Time) uint32 {
+	return uint32(now.Sub(e.cfg.epoch)/time.Millisecond) + e.tsOffset
+}
+
+// ---------------------------------------------------------------------------------
+// Opening.
+
+// connect starts an active open: the SYN (carrying up to one segment of the send
+// buffer when synData) goes out on the first up path.
+func (e *endpoint) connect(now time.Time, synData bool) {
+	e.state = stateSynSent
+	e.synAt = now
+	if synData {
+		e.synData = min(e.sb.length(), e.cfg.mss-40)
+	}
+	e.tx.push(txSeg{seq: e.iss, end: e.iss + 1 + uint32(e.synData), syn: true, path: -1})
+	e.sndNxt = e.iss + 1 + uint32(e.synData)
+	e.lastProgress = now
+	e.sendSYN(now, false)
+}
+
+// accept handles a SYN that arrived for a listener: the endpoint goes to SYN-RECEIVED
+// and answers with a SYN-ACK.
+func (e *endpoint) accept(now time.Time, seg *Segment, path int) {
+	e.state = stateSynRcvd
+	e.synAt = now
+	e.lastProgress = now
+	e.irs = seg.Seq
+	e.rcvNxt = seg.Seq + 1
+	e.negotiate(seg)
+	e.sndWnd = uint32(seg.Window) // never scaled in a SYN
+	e.maxSndWnd = e.sndWnd
+	e.sndWl1, e.sndWl2 = seg.Seq, seg.Ack
+	if len(seg.Payload) > 0 && e.cfg.acceptSYNData {
+		n := min(len(seg.Payload), e.cfg.rcvLimit)
+		e.rb.push(seg.Payload[:n])
+		e.rcvNxt += uint32(n)
+	}
+	if seg.Flags&FlagFIN != 0 && len(seg.Payload) == 0 {
+		// A SYN+FIN with nothing else: take the FIN once established.
+		e.peerFin, e.peerFinSeq = true, e.rcvNxt
+	}
+	e.rcvRight = e.rcvNxt + uint32(e.freeWindow())
+	e.tx.push(txSeg{seq: e.iss, end: e.iss + 1, syn: true, path: -1})
+	e.sndNxt = e.iss + 1
+	e.ackPathHint = path
+	e.lastRecv = now
+	e.sendSYN(now, false)
+}
+
+// negotiate takes the peer's SYN options.
+func (e *endpoint) negotiate(seg *Segment) {
+	o := &seg.Options
+	peerMSS := 536
+	if o.MSS != 0 {
+		peerMSS = int(o.MSS)
+	}
+	e.wsOK = o.HasWScale
+	if e.wsOK {
+		e.sndShift = min(o.WScale, 14)
+	} else {
+		e.sndShift, e.rcvShift = 0, 0
+	}
+	e.sackOK = o.SACKPermitted
+	e.tsOK = o.HasTimestamp
+	if e.tsOK {
+		e.tsRecent = o.TSVal
+	}
+	mss := min(peerMSS, e.cfg.mss)
+	if e.tsOK {
+		mss -= 12
+	}
+	e.segSize = max(mss, 64)
+	for i := range e.paths {
+		e.paths[i].mss = e.segSize
+	}
+}
+
+// sendSYN (re)transmits our SYN or SYN-ACK. Retries rotate over the paths, so a dead
+// relay costs one retry, not the connection.
+func (e *endpoint) sendSYN(now time.Time, retry bool) {
+	p := e.pickSYNPath(retry)
+	seg := Segment{Src: e.local, Dst: e.remote, Seq: e.iss, Flags: FlagSYN}
+	seg.Options.MSS = uint16(e.cfg.mss)
+	if e.state == stateSynSent || e.wsOK {
+		seg.Options.HasWScale, seg.Options.WScale = true, e.rcvShift
+	}
+	if e.state == stateSynSent || e.sackOK {
+		seg.Options.SACKPermitted = true
+	}
+	if e.state == stateSynSent || e.tsOK {
+		seg.Options.HasTimestamp = true
+		seg.Options.TSVal = e.tsNow(now)
+		seg.Options.TSEcr = e.tsRecent
+	}
+	seg.Window = uint16(min(e.freeWindow(), 65535))
+	if e.state == stateSynRcvd {
+		seg.Flags |= FlagACK
+		seg.Ack = e.rcvNxt
+	} else if e.synData > 0 {
+		seg.Payload = e.sb.slice(0, e.synData)
+	}
+	f := e.tx.front()
+	f.path, f.sentAt = p, now
+	if retry {
+		f.retrans++
+	}
+	e.out = append(e.out, outSeg{path: p, seg: seg})
+	e.rexmitAt = now.Add(e.synRTO(p))
+}
+
+func (e *endpoint) synRTO(p int) time.Duration {
+	base := initialRTO
+	if h := e.cfg.health.rttHint(p); h > 0 {
+		base = max(3*h, minRTO)
+	}
+	return min(base<<min(e.synRetries, 6), maxRTO)
+}
+
+func (e *endpoint) pickSYNPath(retry bool) int {
+	n := len(e.view)
+	if retry {
+		e.rotor++
+	}
+	for k := 0; k < n; k++ {
+		p := (e.rotor + k) % n
+		if e.view[p].Up {
+			e.rotor = p
+			return p
+		}
+	}
+	return e.rotor % n
+}
+
+// ---------------------------------------------------------------------------------
+// Input.
+
+// input processes one arriving segment (RFC 9293 section 3.10.7). path is the path it
+// arrived on, or -1 when unknown.
+func (e *endpoint) input(now time.Time, seg *Segment, path int) {
+	e.lastRecv = now
+	e.kaProbes = 0
+	switch e.state {
+	case stateClosed:
+		return
+	case stateSynSent:
+		e.inputSynSent(now, seg, path)
+		return
+	}
+
+	// 1. Sequence acceptability (RFC 9293 3.10.7.4, first check).
+	if !e.acceptable(seg) {
+		if seg.Flags&FlagRST == 0 {
+			e.ackNow = true // RFC 9293: answer an unacceptable segment with an ACK
+		}
+		return
+	}
+	// 2. RST (RFC 5961 section 3): exact match resets, in-window draws a challenge ACK.
+	if seg.Flags&FlagRST != 0 {
+		if seg.Seq == e.rcvNxt {
+			if e.state == stateSynRcvd {
+				e.fail(ErrRefused)
+			} else {
+				e.fail(ErrReset)
+			}
+		} else {
+			e.challengeACK(now)
+		}
+		return
+	}
+	// 4. SYN in a synchronized state (RFC 5961 section 4): challenge ACK.
+	if seg.Flags&FlagSYN != 0 {
+		if e.state == stateSynRcvd && seg.Seq == e.irs {
+			e.sendSYN(now, true) // our SYN-ACK was lost: answer the retransmitted SYN
+			return
+		}
+		e.challengeACK(now)
+		return
+	}
+	// 5. ACK.
+	if seg.Flags&FlagACK == 0 {
+		return
+	}
+	if e.state == stateSynRcvd {
+		if !seqnum.LT(e.sndUna, seg.Ack) || seqnum.GT(seg.Ack, e.sndNxt) {
+			e.sendRST(seg.Ack, 0, false)
+			return
+		}
+		e.established = now
+		e.state = stateEstablished
+		e.sndWnd = uint32(seg.Window) << e.sndShift
+		e.maxSndWnd = max(e.maxSndWnd, e.sndWnd)
+		e.sndWl1, e.sndWl2 = seg.Seq, seg.Ack
+	}
+	if seqnum.GT(seg.Ack, e.sndNxt) {
+		e.challengeACK(now) // acks something not yet sent
+		return
+	}
+	if seqnum.LT(seg.Ack, e.sndUna-e.maxSndWnd) {
+		e.challengeACK(now) // RFC 5961 section 5: too old
+		return
+	}
+	if e.tsOK && seg.Options.HasTimestamp && seqnum.LEQ(seg.Seq, e.rcvNxt) && seqnum.GEQ(seg.Options.TSVal, e.tsRecent) {
+		e.tsRecent = seg.Options.TSVal
+	}
+	e.processACK(now, seg)
+	if e.state == stateClosed {
+		return
+	}
+
+	// 7. Data.
+	if len(seg.Payload) > 0 {
+		switch e.state {
+		case stateEstablished, stateFinWait1, stateFinWait2:
+			if e.readClosed {
+				// The application closed without reading: RFC 9293 3.10.4, reset.
+				e.abort(now)
+				return
+			}
+			e.receiveData(now, seg, path)
+		default:
+			// CLOSE-WAIT, CLOSING, LAST-ACK, TIME-WAIT: the peer already sent FIN.
+		}
+	}
+	// 8. FIN.
+	if seg.Flags&FlagFIN != 0 {
+		fs := seg.Seq + uint32(len(seg.Payload))
+		if !e.peerFin {
+			e.peerFin, e.peerFinSeq = true, fs
+		}
+		e.ackNow = true
+		if e.state == stateTimeWait {
+			e.twAt = now.Add(e.cfg.timeWait) // retransmitted FIN: ACK again, restart the timer
+		}
+	}
+	if e.peerFin && !e.finRcvd && e.rcvNxt == e.peerFinSeq {
+		e.takeFIN(now)
+	}
+	if path >= 0 {
+		e.ackPathHint = path
+	}
+}
+
+// acceptable is RFC 9293's segment acceptability test on the receive window.
+func (e *endpoint) acceptable(seg *Segment) bool {
+	wnd := e.rcvRight - e.rcvNxt
+	if seqnum.LT(e.rcvRight, e.rcvNxt) {
+		wnd = 0
+	}
+	n := uint32(len(seg.Payload))
+	if seg.Flags&FlagSYN != 0 {
+		n++
+	}
+	if seg.Flags&FlagFIN != 0 {
+		n++
+	}
+	switch {
+	case n == 0 && wnd == 0:
+		return seg.Seq == e.rcvNxt
+	case n == 0:
+		return seqnum.InRange(seg.Seq, e.rcvNxt, e.rcvNxt+wnd)
+	case wnd == 0:
+		// Zero window: still process ACK/RST/FIN-only information at rcv.nxt.
+		return seg.Seq == e.rcvNxt
+	default:
+		end := seg.Seq + n - 1
+		return seqnum.InRange(seg.Seq, e.rcvNxt, e.rcvNxt+wnd) || seqnum.InRange(end, e.rcvNxt, e.rcvNxt+wnd) ||
+			(seqnum.LT(seg.Seq, e.rcvNxt) && seqnum.GT(end, e.rcvNxt))
+	}
+}
+
+func (e *endpoint) inputSynSent(now time.Time, seg *Segment, path int) {
+	if seg.Flags&FlagACK != 0 {
+		if seqnum.LEQ(seg.Ack, e.iss) || seqnum.GT(seg.Ack, e.sndNxt) {
+			if seg.Flags&FlagRST == 0 {
+				e.sendRST(seg.Ack, 0, false)
+			}
+			return
+		}
+	}
+	if seg.Flags&FlagRST != 0 {
+		if seg.Flags&FlagACK != 0 {
+			e.fail(ErrRefused)
+		}
+		return
+	}
+	if seg.Flags&FlagSYN == 0 {
+		return
+	}
+	e.irs = seg.Seq
+	e.rcvNxt = seg.Seq + 1
+	e.negotiate(seg)
+	e.rcvRight = e.rcvNxt + uint32(e.freeWindow())
+	if seg.Flags&FlagACK == 0 {
+		// Simultaneous open.
+		e.state = stateSynRcvd
+		e.sndWnd = uint32(seg.Window)
+		e.sendSYN(now, false)
+		return
+	}
+	// Our SYN is acknowledged. The SYN-ACK's window is not scaled.
+	e.sndWnd = uint32(seg.Window)
+	e.maxSndWnd = e.sndWnd
+	e.sndWl1, e.sndWl2 = seg.Seq, seg.Ack
+	e.state = stateEstablished
+	e.established = now
+	syn := e.tx.front()
+	if syn.retrans == 0 && syn.path >= 0 {
+		e.paths[syn.path].rttSample(now.Sub(syn.sentAt))
+		e.cfg.health.pathReport(syn.path, true)
+		// Other paths start from the handshake RTT until they earn samples.
+		for i := range e.paths {
+			if i != syn.path && e.paths[i].srtt == 0 {
+				e.paths[i].srtt, e.paths[i].rttvar = e.paths[syn.path].srtt, e.paths[syn.path].srtt/2
+				e.view[i].SRTT = e.paths[i].srtt
+				e.paths[i].setPacingRate()
+			}
+		}
+		e.paths[syn.path].setPacingRate()
+	}
+	acked := seqnum.Diff(e.iss+1, seg.Ack) // SYN data the peer took
+	e.tx.popFront()
+	e.sndUna = seg.Ack
+	if acked > 0 {
+		e.sb.consume(int(acked))
+		e.bufSeq += uint32(acked)
+	}
+	if e.synData > int(max(acked, 0)) {
+		// The peer did not take (all of) our SYN data: send it again as ordinary data.
+		e.sndNxt = e.sndUna
+	}
+	e.rexmitAt = time.Time{}
+	e.lastProgress = now
+	e.ackNow = true
+	e.ackPathHint = path
+	if len(seg.Payload) > 0 {
+		e.receiveData(now, seg, path)
+	}
+	if seg.Flags&FlagFIN != 0 {
+		e.peerFin, e.peerFinSeq = true, seg.Seq+1+uint32(len(seg.Payload))
+		if e.rcvNxt == e.peerFinSeq {
+			e.takeFIN(now)
+		}
+	}
+}
+
+// processACK handles the acknowledgement fields of a segment in a synchronized state.
+func (e *endpoint) processACK(now time.Time, seg *Segment) {
+	var samples [8]rateSample
+	rs := samples[:0]
+	if n := len(e.paths); n <= len(samples) {
+		rs = samples[:n]
+	} else {
+		rs = make([]rateSample, n)
+	}
+	progress := false
+
+	// Cumulative acknowledgement.
+	if seqnum.GT(seg.Ack, e.sndUna) {
+		for e.tx.len() > 0 {
+			f := e.tx.front()
+			if seqnum.LEQ(f.end, seg.Ack) {
+				if !f.sacked {
+					e.delivered(now, f, rs)
+				}
+				if f.fin && e.finSent {
+					e.finAcked(now)
+				}
+				e.tx.popFront()
+				continue
+			}
+			if seqnum.GT(seg.Ack, f.seq) {
+				// Partial acknowledgement of a segment (peer re-segmented): trim it.
+				if f.inflight {
+					e.view[f.path].InFlight -= int(seg.Ack - f.seq)
+				}
+				f.seq = seg.Ack
+			}
+			break
+		}
+		dataAcked := seqnum.Diff(e.bufSeq, seg.Ack)
+		if e.finSent && seqnum.GEQ(seg.Ack, e.finSeq+1) {
+			dataAcked--
+		}
+		if dataAcked > 0 {
+			dataAcked = min(dataAcked, int32(e.sb.length()))
+			e.sb.consume(int(dataAcked))
+			e.bufSeq += uint32(dataAcked)
+		}
+		e.sndUna = seg.Ack
+		progress = true
+		e.connBackoff = 0
+		e.rexmitAt = time.Time{}
+		if e.state == stateSynRcvd {
+			e.state = stateEstablished
+		}
+	}
+
+	// Selective acknowledgements.
+	if e.sackOK {
+		for _, b := range seg.Options.SACKBlocks() {
+			if !seqnum.LT(b.Left, b.Right) || seqnum.LEQ(b.Right, e.sndUna) || seqnum.GT(b.Right, e.sndNxt) {
+				continue // D-SACK or garbage
+			}
+			for i := e.tx.search(b.Left); i < e.tx.len(); i++ {
+				s := e.tx.at(i)
+				if seqnum.GT(s.end, b.Right) {
+					break
+				}
+				if seqnum.LT(s.seq, b.Left) || s.sacked {
+					continue
+				}
+				s.sacked = true
+				e.delivered(now, s, rs)
+				progress = true
+			}
+		}
+	}
+
+	// Window update (RFC 9293 3.10.7.4, the SND.WL1/WL2 rule).
+	if seqnum.LT(e.sndWl1, seg.Seq) || (e.sndWl1 == seg.Seq && seqnum.LEQ(e.sndWl2, seg.Ack)) {
+		e.sndWnd = uint32(seg.Window) << e.sndShift
+		e.maxSndWnd = max(e.maxSndWnd, e.sndWnd)
+		e.sndWl1, e.sndWl2 = seg.Seq, seg.Ack
+		if e.sndWnd > 0 {
+			e.persistAt, e.persistBackoff = time.Time{}, 0
+		}
+	}
+
+	if progress {
+		e.lastProgress = now
+	}
+	// Loss detection and congestion control, per path.
+	for p := range rs {
+		if rs[p].delivered > 0 {
+			e.view[p].Up = true
+			e.cfg.health.pathReport(p, true)
+			rs[p].lost += e.detectLoss(now, p)
+		}
+	}
+	for p := range rs {
+		if rs[p].delivered > 0 || rs[p].lost > 0 {
+			e.paths[p].onAck(now, &rs[p])
+		}
+	}
+}
+
+// delivered accounts for a segment reaching the peer (cumulatively or by SACK).
+func (e *endpoint) delivered(now time.Time, s *txSeg, rs []rateSample) {
+	p := s.path
+	if p < 0 || p >= len(e.paths) {
+		return // a SYN not yet sent
+	}
+	if s.lost {
+		// Declared lost, but the original arrived after all: nothing to re-send.
+		s.lost = false
+		e.spuriousSegs++
+		e.paths[p].spurious++
+	}
+	if s.inflight {
+		s.inflight = false
+		e.view[p].InFlight -= s.size()
+		if e.view[p].InFlight <= 0 {
+			e.view[p].InFlight = 0
+			e.paths[p].rtoAt = time.Time{}
+		}
+	}
+	ps := &e.paths[p]
+	if s.sentAt.After(ps.rackXmit) || (s.sentAt.Equal(ps.rackXmit) && seqnum.GT(s.end, ps.rackEnd)) {
+		rtt := now.Sub(s.sentAt)
+		if s.retrans == 0 || ps.minRTT == 0 || rtt >= ps.minRTT {
+			ps.rackXmit, ps.rackEnd, ps.rackRTT = s.sentAt, s.end, rtt
+		}
+	}
+	rs[p].take(s, now)
+}
+
+// detectLoss is RACK for path p: a segment sent on p is lost once a segment sent on p
+// after it has been delivered and the reordering window has passed. Segments on other
+// paths are never compared, so reordering between paths causes no retransmission.
+func (e *endpoint) detectLoss(now time.Time, p int) int {
+	ps := &e.paths[p]
+	if ps.rackXmit.IsZero() {
+		return 0
+	}
+	lost := 0
+	reo := ps.reoWnd()
+	for ps.sentHead < len(ps.sent) {
+		r := ps.sent[ps.sentHead]
+		i := e.tx.find(r.seq)
+		if i < 0 {
+			ps.sentHead++
+			continue
+		}
+		s := e.tx.at(i)
+		if s.path != p || !s.sentAt.Equal(r.sentAt) || s.sacked || !s.inflight {
+			ps.sentHead++
+			continue
+		}
+		if !(s.sentAt.Before(ps.rackXmit) || (s.sentAt.Equal(ps.rackXmit) && seqnum.LT(s.end, ps.rackEnd))) {
+			break
+		}
+		deadline := s.sentAt.Add(ps.rackRTT + reo)
+		if deadline.After(now) {
+			if e.rackAt.IsZero() || deadline.Before(e.rackAt) {
+				e.rackAt = deadline
+			}
+			break
+		}
+		lost += e.markLost(s)
+		ps.sentHead++
+	}
+	if ps.sentHead > 256 && ps.sentHead > len(ps.sent)/2 {
+		n := copy(ps.sent, ps.sent[ps.sentHead:])
+		ps.sent, ps.sentHead = ps.sent[:n], 0
+	}
+	return lost
+}
+
+// markLost declares a segment lost: it leaves its path's in-flight count and waits for
+// a re-send on whichever path will deliver it first.
+func (e *endpoint) markLost(s *txSeg) int {
+	if s.sacked || s.lost {
+		return 0
+	}
+	n := s.size()
+	if s.inflight {
+		s.inflight = false
+		e.view[s.path].InFlight -= n
+		if e.view[s.path].InFlight <= 0 {
+			e.view[s.path].InFlight = 0
+			e.paths[s.path].rtoAt = time.Time{}
+		}
+	}
+	s.lost = true
+	e.paths[s.path].lostPackets++
+	e.rtx = append(e.rtx, s.seq)
+	e.rtxSorted = false
+	return n
+}
+
+// receiveData takes the payload of an acceptable segment.
+func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
+	data := seg.Payload
+	seq := seg.Seq
+	// Trim what lies before rcv.nxt.
+	if seqnum.LT(seq, e.rcvNxt) {
+		skip := e.rcvNxt - seq
+		if int(skip) >= len(data) {
+			e.ackNow = true // a duplicate: tell the sender (it may be probing)
+			return
+		}
+		data, seq = data[skip:], e.rcvNxt
+	}
+	// Trim what lies beyond the window we advertised.
+	if room := seqnum.Diff(seq, e.rcvRight); room < int32(len(data)) {
+		if room <= 0 {
+			e.ackNow = true
+			return
+		}
+		data = data[:room]
+	}
+	if seq == e.rcvNxt {
+		free := e.cfg.rcvLimit - e.rb.length()
+		if free <= 0 {
+			e.ackNow = true
+			return
+		}
+		data = data[:min(len(data), free)]
+		e.rb.push(data)
+		e.rcvNxt += uint32(len(data))
+		if e.rq.Bytes() > 0 {
+			before := e.rcvNxt
+			e.popReorder(now)
+			if e.rcvNxt != before {
+				e.ackNow = true // a gap filled
+			}
+			if e.rq.Bytes() > 0 {
+				e.ackNow = true
+			}
+		}
+		e.unacked++
+		if e.unacked >= 2 || seg.Flags&FlagPSH != 0 && e.unacked > 1 {
+			e.ackNow = true
+		} else if e.delAckAt.IsZero() {
+			e.delAckAt = now.Add(e.delAckTimeout())
+		}
+	} else {
+		e.rq.Insert(e.rcvNxt, seq, data, now)
+		e.ackNow = true // out of order: ACK at once, with SACK
+	}
+}
+
+func (e *endpoint) delAckTimeout() time.Duration {
+	return 5 * time.Millisecond
+}
+
+// popReorder moves contiguous bytes from the reorder queue to the application.
+func (e *endpoint) popReorder(now time.Time) {
+	n := e.rb.pushFunc(func(dst []byte) []byte { return e.rq.Pop(dst, e.rcvNxt, now) })
+	e.rcvNxt += uint32(n)
+}
+
+// takeFIN consumes the peer's FIN once everything before it has arrived.
+func (e *endpoint) takeFIN(now time.Time) {
+	e.finRcvd = true
+	e.rcvNxt++
+	e.ackNow = true
+	e.rb.setEOF()
+	switch e.state {
+	case stateSynRcvd, stateEstablished:
+		e.state = stateCloseWait
+	case stateFinWait1:
+		if e.finSent && seqnum.GT(e.sndUna, e.finSeq) {
+			e.enterTimeWait(now)
+		} else {
+			e.state = stateClosing
+		}
+	case stateFinWait2:
+		e.enterTimeWait(now)
+	}
+}
+
+func (e *endpoint) finAcked(now time.Time) {
+	switch e.state {
+	case stateFinWait1:
+		e.state = stateFinWait2
+		if e.appClosed {
+			e.finWaitAt = now.Add(e.cfg.finTimeout)
+		}
+	case stateClosing:
+		e.enterTimeWait(now)
+	case stateLastAck:
+		e.finish(nil)
+	}
+}
+
+func (e *endpoint) enterTimeWait(now time.Time) {
+	e.state = stateTimeWait
+	e.twAt = now.Add(e.cfg.timeWait)
+	e.sb.close(nil)
+	for p := range e.paths {
+		e.paths[p].rtoAt = time.Time{}
+	}
+}
+
+// challengeACK sends an ACK in answer to a suspicious segment, at most 10 a second
+// (RFC 5961 section 7).
+func (e *endpoint) challengeACK(now time.Time) {
+	if now.Sub(e.challengeAt) > time.Second {
+		e.challengeAt, e.challengeCnt = now, 0
+	}
+	if e.challengeCnt >= 10 {
+		return
+	}
+	e.challengeCnt++
+	e.ackNow = true
+}
+
+// ---------------------------------------------------------------------------------
+// Closing and failure.
+
+// closeWrite queues a FIN after the data already written.
+func (e *endpoint) closeWrite() {
+	e.sb.close(nil)
+	e.finPending = true
+}
+
+// fail ends the connection with err (a reset received, a timeout).
+func (e *endpoint) fail(err error) {
+	e.finish(err)
+}
+
+// abort resets the connection from our side.
+func (e *endpoint) abort(now time.Time) {
+	if e.state.synchronized() || e.state == stateSynRcvd {
+		e.sendRST(e.sndNxt, e.rcvNxt, true)
+	}
+	e.finish(ErrAborted)
+}
+
+func (e *endpoint) finish(err error) {
+	if e.done {
+		return
+	}
+	e.done = true
+	e.state = stateClosed
+	if err != nil {
+		e.err = err
+		e.rb.setErr(err)
+		e.sb.close(err)
+	} else {
+		e.rb.setEOF()
+		e.sb.close(nil)
+	}
+	for p := range e.view {
+		e.view[p].InFlight = 0
+	}
+}
+
+// sendRST emits a reset with the given sequence number (and ACK when withAck).
+func (e *endpoint) sendRST(seq, ack uint32, withAck bool) {
+	seg := Segment{Src: e.local, Dst: e.remote, Seq: seq, Flags: FlagRST}
+	if withAck {
+		seg.Flags |= FlagACK
+		seg.Ack = ack
+	}
+	e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
+}
+
+// ---------------------------------------------------------------------------------
+// Output.
+
+// freeWindow is the receive space left: the bound less unread and out-of-order bytes.
+func (e *endpoint) freeWindow() int {
+	return max(e.cfg.rcvLimit-e.rb.length()-e.rq.Bytes(), 0)
+}
+
+// windowField computes the window to advertise, moving the right edge only forward and
+// only by worthwhile amounts (receiver-side silly window avoidance).
+func (e *endpoint) windowField() uint16 {
+	free := e.freeWindow()
+	right := e.rcvNxt + uint32(free)
+	step := min(e.cfg.rcvLimit/4, e.segSize)
+	if seqnum.GT(right, e.rcvRight) && (int(seqnum.Diff(e.rcvRight, right)) >= step || seqnum.LEQ(e.rcvRight, e.rcvNxt)) {
+		e.rcvRight = right
+	}
+	w := uint32(0)
+	if seqnum.GT(e.rcvRight, e.rcvNxt) {
+		w = e.rcvRight - e.rcvNxt
+	}
+	w >>= e.rcvShift
+	return uint16(min(w, 65535))
+}
+
+// windowUpdateDue reports whether the application has read enough that the peer should
+// hear about the larger window now.
+func (e *endpoint) windowUpdateDue() bool {
+	if !e.state.synchronized() || e.finRcvd {
+		return false
+	}
+	free := e.freeWindow()
+	cur := int(seqnum.Diff(e.rcvNxt, e.rcvRight))
+	return free-cur >= max(2*e.segSize, e.cfg.rcvLimit/4) || (cur < e.segSize && free >= e.segSize)
+}
+
+// header fills the fields every segment we send after the handshake carries.
+func (e *endpoint) header(now time.Time, seq uint32, flags Flags) Segment {
+	seg := Segment{Src: e.local, Dst: e.remote, Seq: seq, Ack: e.rcvNxt, Flags: flags | FlagACK}
+	seg.Window = e.windowField()
+	if e.tsOK {
+		seg.Options.HasTimestamp = true
+		seg.Options.TSVal = e.tsNow(now)
+		seg.Options.TSEcr = e.tsRecent
+	}
+	return seg
+}
+
+// ackPath picks the path for a pure ACK: the path the data came in on when known (so
+// each path's RTT is measured over the same relay both ways), else a rotation over the
+// up paths.
+func (e *endpoint) ackPath() int {
+	if p := e.ackPathHint; p >= 0 && p < len(e.view) && e.view[p].Up {
+		return p
+	}
+	n := len(e.view)
+	for k := 1; k <= n; k++ {
+		p := (e.rotor + k) % n
+		if e.view[p].Up {
+			e.rotor = p
+			return p
+		}
+	}
+	e.rotor = (e.rotor + 1) % n
+	return e.rotor
+}
+
+// output appends to e.out every segment due at now.
+func (e *endpoint) output(now time.Time) {
+	if e.done {
+		return
+	}
+	switch e.state {
+	case stateClosed, stateSynSent, stateSynRcvd:
+		if e.ackNow && e.state == stateSynRcvd {
+			e.ackNow = false
+		}
+		return
+	}
+	sentData := false
+	if e.state != stateTimeWait {
+		sentData = e.sendRetransmissions(now)
+		if e.sendNew(now) {
+			sentData = true
+		}
+	}
+	if !e.delAckAt.IsZero() && !now.Before(e.delAckAt) {
+		e.ackNow = true
+	}
+	if !e.ackNow && e.windowUpdateDue() {
+		e.ackNow = true
+	}
+	// Data segments carried the acknowledgement; send a pure ACK when none went out, or
+	// when there are SACK blocks to report (data segments carry no SACK option).
+	if e.ackNow && (!sentData || e.rq.Bytes() > 0) {
+		seq := e.sndNxt
+		seg := e.header(now, seq, 0)
+		if e.sackOK && e.rq.Bytes() > 0 {
+			n := 4
+			if e.tsOK {
+				n = 3
+			}
+			e.sackScratch = e.rq.Blocks(e.sackScratch[:0], n)
+			for i, b := range e.sackScratch {
+				seg.Options.SACK[i] = SACKBlock{Left: b.Left, Right: b.Right}
+			}
+			seg.Options.NSACK = uint8(len(e.sackScratch))
+		}
+		e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
+	}
+	if e.ackNow || sentData {
+		e.ackNow = false
+		e.unacked = 0
+		e.delAckAt = time.Time{}
+	}
+}
+
+// sendRetransmissions re-sends lost segments, lowest sequence first, each on the path
+// expected to deliver it soonest. It reports whether anything was sent.
+func (e *endpoint) sendRetransmissions(now time.Time) bool {
+	if len(e.rtx) == 0 {
+		return false
+	}
+	if !e.rtxSorted {
+		sort.Slice(e.rtx, func(i, j int) bool { return seqnum.LT(e.rtx[i], e.rtx[j]) })
+		e.rtxSorted = true
+	}
+	sent := false
+	k := 0
+	for ; k < len(e.rtx); k++ {
+		i := e.tx.find(e.rtx[k])
+		if i < 0 {
+			continue // acknowledged meanwhile
+		}
+		s := e.tx.at(i)
+		if !s.lost || s.sacked {
+			continue
+		}
+		p := e.pickPath(now, s.size(), s.path, true)
+		if p < 0 {
+			break
+		}
+		e.transmit(now, s, p)
+		sent = true
+	}
+	e.rtx = e.rtx[:copy(e.rtx, e.rtx[k:])]
+	return sent
+}
+
+// pickPath chooses a path for a segment: retransmissions go where they arrive first,
+// new data where the scheduler says. Paths pacing forbids at now are hidden from the
+// choice (and a pacing timer is armed).
+func (e *endpoint) pickPath(now time.Time, size, avoid int, retrans bool) int {
+	var p int
+	if retrans {
+		p = spray.Earliest(now, e.view, size, avoid)
+	} else {
+		p = e.sched.Pick(now, e.view, size)
+	}
+	if p >= 0 && !e.paths[p].sendable(now) {
+		e.armPace(e.view[p].NextSend)
+		return -1
+	}
+	if p < 0 {
+		// Whatever waits on pacing gets a timer; waits on the window end with an ACK.
+		for i := range e.view {
+			v := &e.view[i]
+			if v.Up && v.Room(size) && v.NextSend.After(now) {
+				e.armPace(v.NextSend)
+			}
+		}
+	}
+	return p
+}
+
+func (e *endpoint) armPace(t time.Time) {
+	if e.paceAt.IsZero() || t.Before(e.paceAt) {
+		e.paceAt = t
+	}
+}
+
+// sendNew sends new data (and the FIN) while the peer's window, the paths' windows and
+// pacing allow. It reports whether anything was sent.
+func (e *endpoint) sendNew(now time.Time) bool {
+	if e.sb.isClosed() && !e.finPending && e.err == nil && (e.state == stateEstablished || e.state == stateCloseWait) {
+		e.finPending = true
+	}
+	sent := false
+	end := e.bufSeq + uint32(e.sb.length())
+	for {
+		avail := int(seqnum.Diff(e.sndNxt, end))
+		fin := e.finPending && !e.finSent
+		if avail <= 0 && !fin {
+			break
+		}
+		wndRight := e.sndUna + e.sndWnd
+		room := int(seqnum.Diff(e.sndNxt, wndRight))
+		n := min(avail, e.segSize)
+		if n > 0 && room < n {
+			if room <= 0 {
+				e.armPersist(now)
+				break
+			}
+			if room < e.segSize && avail > room {
+				// Do not split into a tiny segment for a nearly closed window.
+				e.armPersist(now)
+				break
+			}
+			n = room
+		}
+		size := n
+		withFin := fin && n == avail
+		if withFin {
+			size++
+		}
+		if size == 0 {
+			break
+		}
+		p := e.pickPath(now, size, -1, false)
+		if p < 0 {
+			break
+		}
+		s := txSeg{seq: e.sndNxt, end: e.sndNxt + uint32(size), fin: withFin}
+		if withFin {
+			e.finSent = true
+			e.finSeq = e.sndNxt + uint32(n)
+			switch e.state {
+			case stateEstablished:
+				e.state = stateFinWait1
+			case stateCloseWait:
+				e.state = stateLastAck
+			}
+		}
+		e.sndNxt = s.end
+		e.tx.push(s)
+		e.transmit(now, e.tx.at(e.tx.len()-1), p)
+		sent = true
+	}
+	// Paths that could have sent but were not asked are application-limited: their
+	// rate samples must not lower the bandwidth model.
+	for i := range e.view {
+		v := &e.view[i]
+		if v.Up && v.InFlight < v.Cwnd && e.paths[i].sendable(now) {
+			e.paths[i].appLimitedTo = max(e.paths[i].delivered+uint64(v.InFlight), 1)
+		}
+	}
+	return sent
+}
+
+func (e *endpoint) armPersist(now time.Time) {
+	if e.persistAt.IsZero() && e.tx.len() == 0 {
+		d := max(e.maxPathRTO(), minRTO) << min(e.persistBackoff, 6)
+		e.persistAt = now.Add(min(d, maxRTO))
+	}
+}
+
+// transmit sends (or re-sends) s on path p and records it in the transmit log.
+func (e *endpoint) transmit(now time.Time, s *txSeg, p int) {
+	flags := FlagPSH
+	if s.fin {
+		flags |= FlagFIN
+	}
+	seg := e.header(now, s.seq, flags)
+	n := s.size()
+	if s.fin {
+		n--
+	}
+	if n > 0 {
+		seg.Payload = e.sb.slice(int(s.seq-e.bufSeq), n)
+	} else {
+		seg.Flags &^= FlagPSH
+	}
+	if s.path >= 0 && s.sentAt.IsZero() == false {
+		s.retrans++
+		e.retransSegs++
+		e.paths[p].rtxPackets++
+		e.paths[p].rtxBytes += uint64(s.size())
+	}
+	s.lost = false
+	s.path = p
+	s.sentAt = now
+	s.inflight = true
+	s.dlvd, s.dlvdTime, s.firstSent, s.appLimited = e.paths[p].onSend(now, s.seq, s.size())
+	e.out = append(e.out, outSeg{path: p, seg: seg})
+}
+
+// ---------------------------------------------------------------------------------
+// Timers.
+
+// deadline is the next time timer() has work, or the zero time.
+func (e *endpoint) deadline() time.Time {
+	var d time.Time
+	take := func(t time.Time) {
+		if !t.IsZero() && (d.IsZero() || t.Before(d)) {
+			d = t
+		}
+	}
+	if e.done {
+		return d
+	}
+	take(e.rexmitAt)
+	take(e.delAckAt)
+	take(e.persistAt)
+	take(e.twAt)
+	take(e.finWaitAt)
+	take(e.kaAt)
+	take(e.paceAt)
+	take(e.rackAt)
+	for i := range e.paths {
+		if e.view[i].InFlight > 0 {
+			take(e.paths[i].rtoAt)
+		}
+	}
+	if e.state.synchronized() && e.tx.len() > 0 && e.cfg.userTimeout > 0 {
+		take(e.lastProgress.Add(e.cfg.userTimeout))
+	}
+	if e.state == stateSynSent || e.state == stateSynRcvd {
+		take(e.synAt.Add(e.cfg.synTimeout))
+	}
+	return d
+}
+
+// timer runs whatever timers are due at now.
+func (e *endpoint) timer(now time.Time) {
+	if e.done {
+		return
+	}
+	if !e.paceAt.IsZero() && !now.Before(e.paceAt) {
+		e.paceAt = time.Time{} // output() will send
+	}
+	switch e.state {
+	case stateSynSent, stateSynRcvd:
+		if !now.Before(e.synAt.Add(e.cfg.synTimeout)) {
+			e.fail(ErrTimeout)
+			return
+		}
+		if !e.rexmitAt.IsZero() && !now.Before(e.rexmitAt) {
+			e.synRetries++
+			if p := e.tx.front().path; p >= 0 {
+				e.cfg.health.pathReport(p, false)
+				e.view[p].Up = e.cfg.health.pathUp(p)
+			}
+			e.sendSYN(now, true)
+		}
+		return
+	case stateTimeWait:
+		if !now.Before(e.twAt) {
+			e.finish(nil)
+		}
+		if e.ackNow {
+			e.output(now)
+		}
+		return
+	}
+	if !e.finWaitAt.IsZero() && !now.Before(e.finWaitAt) && e.state == stateFinWait2 {
+		e.finish(nil)
+		return
+	}
+	if e.tx.len() > 0 && e.cfg.userTimeout > 0 && now.Sub(e.lastProgress) >= e.cfg.userTimeout {
+		e.sendRST(e.sndNxt, e.rcvNxt, true)
+		e.fail(ErrTimeout)
+		return
+	}
+	if !e.rackAt.IsZero() && !now.Before(e.rackAt) {
+		e.rackAt = time.Time{}
+		for p := range e.paths {
+			if n := e.detectLoss(now, p); n > 0 {
+				rs := rateSample{lost: n}
+				e.paths[p].onAck(now, &rs)
+			}
+		}
+	}
+	e.pathTimeouts(now)
+	if !e.rexmitAt.IsZero() && !now.Before(e.rexmitAt) {
+		e.connectionRTO(now)
+	}
+	if !e.persistAt.IsZero() && !now.Before(e.persistAt) {
+		e.zeroWindowProbe(now)
+	}
+	e.keepalive(now)
+}
+
+// pathTimeouts handles paths whose in-flight data went unacknowledged for a path RTO:
+// their segments are declared lost (and re-sent on other paths), the path restarts
+// small, and after repeated timeouts it is marked down until a probe revives it.
+func (e *endpoint) pathTimeouts(now time.Time) {
+	for p := range e.paths {
+		ps := &e.paths[p]
+		if e.view[p].InFlight == 0 || ps.rtoAt.IsZero() || now.Before(ps.rtoAt) {
+			continue
+		}
+		for i := 0; i < e.tx.len(); i++ {
+			if s := e.tx.at(i); s.path == p && s.inflight {
+				e.markLost(s)
+			}
+		}
+		ps.sent, ps.sentHead = ps.sent[:0], 0
+		ps.onTimeout(now)
+		if ps.timeouts >= 2 && e.otherPathUp(p) {
+			e.view[p].Up = false
+			e.cfg.health.pathReport(p, false)
+		}
+		if !e.anyPathUp() {
+			// Nothing else to send on: fall back to the connection-level timer.
+			e.armConnRTO(now)
+		}
+	}
+	if e.anyPathUp() {
+		return
+	}
+	e.armConnRTO(now)
+}
+
+func (e *endpoint) otherPathUp(p int) bool {
+	for i := range e.view {
+		if i != p && e.view[i].Up {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *endpoint) anyPathUp() bool {
+	for i := range e.view {
+		if e.view[i].Up {
+			return true
+		}
+	}
+	return false
+}
+
+func (e *endpoint) maxPathRTO() time.Duration {
+	var r time.Duration
+	for p := range e.paths {
+		r = max(r, e.paths[p].rto())
+	}
+	return r
+}
+
+func (e *endpoint) armConnRTO(now time.Time) {
+	if e.rexmitAt.IsZero() && e.tx.len() > 0 {
+		e.rexmitAt = now.Add(min(e.maxPathRTO()<<min(e.connBackoff, 6), maxRTO))
+	}
+}
+
+// connectionRTO: every path is down. Re-send the oldest unacknowledged segment on the
+// next path in rotation, with exponential backoff, until something answers (a delivery
+// marks its path up again) or the user timeout ends the connection.
+func (e *endpoint) connectionRTO(now time.Time) {
+	e.rexmitAt = time.Time{}
+	if e.tx.len() == 0 {
+		return
+	}
+	e.connBackoff++
+	s := e.tx.front()
+	if s.inflight {
+		e.view[s.path].InFlight -= s.size()
+		s.inflight = false
+	}
+	s.lost = false
+	n := len(e.view)
+	e.rotor = (e.rotor + 1) % n
+	p := e.rotor
+	for k := 0; k < n; k++ {
+		if e.cfg.health.pathUp((e.rotor + k) % n) {
+			p = (e.rotor + k) % n
+			break
+		}
+	}
+	e.transmit(now, s, p)
+	e.rexmitAt = now.Add(min(e.maxPathRTO()<<min(e.connBackoff, 6), maxRTO))
+}
+
+// zeroWindowProbe sends one byte beyond the closed window (RFC 9293 3.8.6.1).
+func (e *endpoint) zeroWindowProbe(now time.Time) {
+	e.persistAt = time.Time{}
+	if e.sndWnd > 0 {
+		return
+	}
+	e.persistBackoff++
+	end := e.bufSeq + uint32(e.sb.length())
+	if seqnum.LT(e.sndNxt, end) {
+		// Send the next byte; if the peer takes it, it becomes ordinary data.
+		s := txSeg{seq: e.sndNxt, end: e.sndNxt + 1}
+		e.sndNxt++
+		e.tx.push(s)
+		e.transmit(now, e.tx.at(e.tx.len()-1), e.ackPath())
+	} else {
+		seg := e.header(now, e.sndNxt-1, 0)
+		e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
+	}
+	d := max(e.maxPathRTO(), minRTO) << min(e.persistBackoff, 6)
+	e.persistAt = now.Add(min(d, maxRTO))
+}
+
+// keepalive probes an idle connection (RFC 9293 3.8.4) when configured.
+func (e *endpoint) keepalive(now time.Time) {
+	ka := e.cfg.keepAlive
+	if ka <= 0 || !e.state.synchronized() || e.state == stateTimeWait {
+		e.kaAt = time.Time{}
+		return
+	}
+	if e.tx.len() > 0 {
+		e.kaAt = time.Time{}
+		return
+	}
+	idle := now.Sub(e.lastRecv)
+	if idle < ka {
+		e.kaAt = e.lastRecv.Add(ka)
+		return
+	}
+	interval := ka / 3
+	if e.kaProbes >= 3 && idle >= ka+3*interval {
+		e.fail(ErrTimeout)
+		return
+	}
+	if !e.kaAt.IsZero() && now.Before(e.kaAt) {
+		return
+	}
+	e.kaProbes++
+	seg := e.header(now, e.sndNxt-1, 0) // seq one below: the peer must answer
+	e.out = append(e.out, outSeg{path: (e.rotor + e.kaProbes) % len(e.view), seg: seg})
+	e.kaAt = now.Add(interval)
+}

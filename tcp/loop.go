@@ -1,0 +1,387 @@
+package tcp
+
+import (
+	"container/heap"
+	"sync"
+	"time"
+
+	"mpath/tcp/seqnum"
+)
+
+type cmdKind uint8
+
+const (
+	cmdDial  cmdKind = iota // register c's endpoint and send its SYN
+	cmdKick                 // the application wrote, read, or closed its write side
+	cmdClose                // the application closed the connection
+	cmdAbort                // reset the connection (Dial cancelled, deadline policy)
+	cmdStats                // fill in a snapshot
+)
+
+type loopCmd struct {
+	kind    cmdKind
+	c       *Conn
+	synData bool
+	stats   *statsReq
+}
+
+// loop is one event loop: it owns a shard of the stack's endpoints. Other goroutines
+// hand it segments and commands through inq/cmds plus the notify channel.
+type loop struct {
+	s *Stack
+
+	mu     sync.Mutex // guards inq, arena and cmds
+	inq    []Segment  // arrived segments; payloads live in arena
+	arena  []byte
+	cmds   []loopCmd
+	notify chan struct{} // capacity 1
+
+	// Owned by run.
+	eps        map[tuple]*endpoint
+	conns      map[*endpoint]*Conn
+	timers     timerHeap
+	batches    [][]Segment
+	dirty      []*endpoint
+	inSpare    []Segment
+	arenaSpare []byte
+	cmdSpare   []loopCmd
+}
+
+func newLoop(s *Stack) *loop {
+	return &loop{
+		s:       s,
+		notify:  make(chan struct{}, 1),
+		eps:     make(map[tuple]*endpoint),
+		conns:   make(map[*endpoint]*Conn),
+		batches: make([][]Segment, len(s.cfg.Paths)),
+	}
+}
+
+func (l *loop) wake() {
+	select {
+	case l.notify <- struct{}{}:
+	default:
+	}
+}
+
+// enqueue copies seg (payload included) into the loop's input queue.
+func (l *loop) enqueue(seg *Segment) {
+	l.mu.Lock()
+	off := len(l.arena)
+	l.arena = append(l.arena, seg.Payload...)
+	cp := *seg
+	cp.Payload = l.arena[off:len(l.arena):len(l.arena)]
+	l.inq = append(l.inq, cp)
+	l.mu.Unlock()
+}
+
+func (l *loop) command(c loopCmd) {
+	l.mu.Lock()
+	l.cmds = append(l.cmds, c)
+	l.mu.Unlock()
+	l.wake()
+}
+
+func (l *loop) run() {
+	defer l.s.wg.Done()
+	timer := time.NewTimer(time.Hour)
+	defer timer.Stop()
+	for {
+		select {
+		case <-l.notify:
+		case <-timer.C:
+		case <-l.s.closed:
+			l.shutdown()
+			return
+		}
+		now := time.Now()
+		l.mu.Lock()
+		in, cmds := l.inq, l.cmds
+		l.inq, l.cmds = l.inSpare[:0], l.cmdSpare[:0]
+		l.arena, l.arenaSpare = l.arenaSpare[:0], l.arena
+		l.mu.Unlock()
+
+		for i := range cmds {
+			l.handleCmd(now, &cmds[i])
+		}
+		for i := range in {
+			l.handleSegment(now, &in[i])
+		}
+		for l.timers.Len() > 0 && !l.timers[0].at.After(now) {
+			t := heap.Pop(&l.timers).(timerEntry)
+			if t.e.timerAt.Equal(t.at) && !t.e.done {
+				t.e.timerAt = time.Time{}
+				t.e.timer(now)
+				l.markDirty(t.e)
+			}
+		}
+		for _, e := range l.dirty {
+			l.finishEndpoint(now, e)
+		}
+		l.dirty = l.dirty[:0]
+		for p := range l.batches {
+			if len(l.batches[p]) > 0 {
+				l.s.send(p, l.batches[p])
+				clear(l.batches[p])
+				l.batches[p] = l.batches[p][:0]
+			}
+		}
+		clear(in)
+		clear(cmds)
+		l.inSpare, l.cmdSpare = in[:0], cmds[:0]
+
+		if !timer.Stop() {
+			select {
+			case <-timer.C:
+			default:
+			}
+		}
+		for l.timers.Len() > 0 {
+			t := l.timers[0]
+			if t.e.timerAt.Equal(t.at) && !t.e.done {
+				timer.Reset(max(t.at.Sub(time.Now()), 0))
+				break
+			}
+			heap.Pop(&l.timers)
+		}
+	}
+}
+
+func (l *loop) markDirty(e *endpoint) {
+	if !e.dirty {
+		e.dirty = true
+		l.dirty = append(l.dirty, e)
+	}
+}
+
+func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
+	c := cmd.c
+	switch cmd.kind {
+	case cmdStats:
+		l.fillStats(cmd.stats)
+		return
+	case cmdDial:
+		e := c.e
+		l.eps[tuple{e.local, e.remote}] = e
+		l.conns[e] = c
+		e.connect(now, cmd.synData)
+		l.markDirty(e)
+		return
+	}
+	e := c.e
+	if _, ok := l.conns[e]; !ok {
+		return // already finished
+	}
+	switch cmd.kind {
+	case cmdKick:
+		c.kickPending.Store(false)
+	case cmdClose:
+		e.appClosed, e.readClosed = true, true
+		switch {
+		case e.state == stateSynSent || e.state == stateSynRcvd && c.listener == nil:
+			e.abort(now)
+		case e.rb.length() > 0:
+			// Unread data on close: reset, so the peer knows it was not consumed.
+			e.abort(now)
+		default:
+			e.closeWrite()
+			if e.state == stateFinWait2 {
+				e.finWaitAt = now.Add(e.cfg.finTimeout)
+			}
+		}
+	case cmdAbort:
+		e.abort(now)
+	}
+	l.markDirty(e)
+}
+
+func (l *loop) handleSegment(now time.Time, seg *Segment) {
+	t := tuple{local: seg.Dst, remote: seg.Src}
+	e := l.eps[t]
+	if e != nil && e.state == stateTimeWait && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seqnum.GT(seg.Seq, e.rcvNxt) {
+		// A new incarnation of a connection in TIME-WAIT (RFC 9293 3.6.1): let it in.
+		e.finish(nil)
+		l.finishEndpoint(now, e)
+		e = nil
+	}
+	if e != nil {
+		e.input(now, seg, seg.Path)
+		l.markDirty(e)
+		return
+	}
+	if seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN {
+		if ln := l.s.listener(seg.Dst.Port()); ln != nil && !ln.isClosed() {
+			if int(ln.pending.Load()) >= l.s.cfg.Backlog {
+				l.s.drops.backlog.Add(1)
+				return
+			}
+			l.s.mu.Lock()
+			l.s.tuples[t] = struct{}{}
+			l.s.mu.Unlock()
+			e := newEndpoint(&l.s.ep, t.local, t.remote, l.s.isn(t.local, t.remote), now)
+			c := newConn(l.s, l, e)
+			c.listener = ln
+			ln.pending.Add(1)
+			l.s.probeTarget.Store(&t.remote)
+			l.eps[t] = e
+			l.conns[e] = c
+			e.accept(now, seg, seg.Path)
+			l.markDirty(e)
+			return
+		}
+	}
+	l.s.drops.noConn.Add(1)
+	if seg.Flags&FlagRST != 0 {
+		return
+	}
+	// RFC 9293 3.10.7.1: a segment for no connection draws a reset.
+	rst := Segment{Src: seg.Dst, Dst: seg.Src, Flags: FlagRST}
+	if seg.Flags&FlagACK != 0 {
+		rst.Seq = seg.Ack
+	} else {
+		rst.Flags |= FlagACK
+		rst.Ack = seg.Seq + seg.Len()
+	}
+	p := seg.Path
+	if p < 0 || p >= len(l.batches) {
+		p = 0
+	}
+	l.batches[p] = append(l.batches[p], rst)
+}
+
+// finishEndpoint runs after an endpoint did work: sync path health both ways, produce
+// its output, signal the application, retire it when done, re-arm its timer.
+func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
+	e.dirty = false
+	c := l.conns[e]
+	if !e.done {
+		l.syncHealth(now, e)
+		e.output(now)
+	}
+	for i := range e.out {
+		o := &e.out[i]
+		l.batches[o.path] = append(l.batches[o.path], o.seg)
+	}
+	clear(e.out)
+	e.out = e.out[:0]
+	if c == nil {
+		return
+	}
+	if !c.signalled && (e.state.synchronized() || e.done) {
+		c.signalled = true
+		if e.done {
+			c.setFailure(e.err)
+		}
+		if c.listener != nil {
+			c.listener.pending.Add(-1)
+			if !e.done && !c.listener.offer(c) {
+				e.abort(now)
+				l.finishEndpoint(now, e)
+				return
+			}
+		} else {
+			close(c.established)
+		}
+	}
+	if e.state.synchronized() && !e.done {
+		wnd := int(seqnum.Diff(e.rcvNxt, e.rcvRight))
+		c.winLow.Store(wnd < e.cfg.rcvLimit/2)
+	}
+	if e.done {
+		for p := range e.paths {
+			ps, t := &e.paths[p], &l.s.totals[p]
+			t.retrans.Add(ps.rtxPackets)
+			t.lost.Add(ps.lostPackets)
+			t.spurious.Add(ps.spurious)
+			t.delivered.Add(ps.delivered)
+		}
+		delete(l.conns, e)
+		t := tuple{e.local, e.remote}
+		if l.eps[t] == e {
+			delete(l.eps, t)
+			l.s.releaseTuple(t)
+		}
+		c.finished(e.err)
+		return
+	}
+	if d := e.deadline(); !d.IsZero() && !d.Equal(e.timerAt) {
+		e.timerAt = d
+		heap.Push(&l.timers, timerEntry{at: d, e: e})
+	}
+}
+
+// syncHealth brings the endpoint's idea of each path in line with the stack's.
+func (l *loop) syncHealth(now time.Time, e *endpoint) {
+	for p := range e.view {
+		up := l.s.pathUp(p)
+		switch {
+		case e.view[p].Up && !up:
+			e.view[p].Up = false
+			for i := 0; i < e.tx.len(); i++ {
+				if s := e.tx.at(i); s.path == p && s.inflight {
+					e.markLost(s)
+				}
+			}
+		case !e.view[p].Up && up:
+			e.view[p].Up = true
+			e.paths[p].reset(now)
+		}
+		if ps := &e.paths[p]; ps.minRTT > 0 {
+			l.s.health[p].rtt.Store(int64(ps.srtt))
+		}
+	}
+}
+
+func (l *loop) shutdown() {
+	now := time.Now()
+	for e, c := range l.conns {
+		if !e.done {
+			e.abort(now)
+		}
+		for i := range e.out {
+			o := &e.out[i]
+			l.batches[o.path] = append(l.batches[o.path], o.seg)
+		}
+		e.out = e.out[:0]
+		if !c.signalled {
+			c.signalled = true
+			c.setFailure(ErrAborted)
+			if c.listener == nil {
+				close(c.established)
+			}
+		}
+		c.finished(ErrAborted)
+	}
+	for p := range l.batches {
+		l.s.send(p, l.batches[p])
+	}
+	// Drain commands that raced with the shutdown so no Stats caller waits forever.
+	l.mu.Lock()
+	cmds := l.cmds
+	l.cmds = nil
+	l.mu.Unlock()
+	for i := range cmds {
+		if cmds[i].kind == cmdStats {
+			cmds[i].stats.wg.Done()
+		}
+	}
+}
+
+type timerEntry struct {
+	at time.Time
+	e  *endpoint
+}
+
+type timerHeap []timerEntry
+
+func (h timerHeap) Len() int           { return len(h) }
+func (h timerHeap) Less(i, j int) bool { return h[i].at.Before(h[j].at) }
+func (h timerHeap) Swap(i, j int)      { h[i], h[j] = h[j], h[i] }
+func (h *timerHeap) Push(x any)        { *h = append(*h, x.(timerEntry)) }
+func (h *timerHeap) Pop() any {
+	old := *h
+	x := old[len(old)-1]
+	old[len(old)-1] = timerEntry{}
+	*h = old[:len(old)-1]
+	return x
+}

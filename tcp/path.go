@@ -1,0 +1,438 @@
+package tcp
+
+import (
+	"time"
+
+	"mpath/spray"
+)
+
+// Per-path transport state: RTT estimation (RFC 6298), delivery-rate estimation
+// (draft-cheng-iccrg-delivery-rate-estimation), a model-based congestion controller in
+// the manner of BBR (bottleneck bandwidth and min RTT per path, paced sends), and the
+// RACK bookkeeping (RFC 8985) that keeps loss detection per path.
+//
+// Why model-based and per path: paths are disjoint relays with rates that differ by 10x
+// or more, and the relays in the field (and the lab) lose packets at random. A loss-based
+// controller halves a path's window on every random loss and, at 1% loss, keeps a 10
+// Mbit/s path under 4 Mbit/s; a rate model does not. Control is uncoupled: each path
+// runs its own controller, as DESIGN.md asks (the relays do not share a bottleneck).
+
+const (
+	minRTO         = 200 * time.Millisecond
+	maxRTO         = 60 * time.Second
+	initialRTO     = time.Second
+	rtoGranularity = time.Millisecond
+
+	startupGain    = 2.885 // 2/ln 2
+	drainGain      = 1 / startupGain
+	probeBWCwndGn  = 2.0
+	bwWindowRounds = 10
+	initialCwndSeg = 10
+	minCwndSeg     = 4
+	paceCredit     = 2 * time.Millisecond // burst allowance: Go timers sleep in whole milliseconds
+)
+
+// probeBWGains is the ProbeBW cycle: probe up for one min-RTT, drain for one, cruise six.
+var probeBWGains = [8]float64{1.25, 0.75, 1, 1, 1, 1, 1, 1}
+
+type ccMode uint8
+
+const (
+	modeStartup ccMode = iota
+	modeDrain
+	modeProbeBW
+)
+
+func (m ccMode) String() string {
+	return [...]string{"startup", "drain", "probe_bw"}[m]
+}
+
+// sentRef is one transmission on a path, in send order (the path's RACK queue).
+type sentRef struct {
+	seq    uint32
+	sentAt time.Time
+}
+
+// pathState is one path of one connection. Owned by the connection's loop.
+type pathState struct {
+	v   *spray.Path // the scheduler-visible part (cwnd, in flight, RTTs, rate, pacing)
+	mss int
+
+	// RTT (RFC 6298).
+	srtt, rttvar time.Duration
+	minRTT       time.Duration
+	backoff      uint
+	rtoAt        time.Time // path timeout while it has data in flight; zero when idle
+	timeouts     int       // consecutive path timeouts without a delivery
+
+	// Delivery-rate estimation.
+	delivered     uint64
+	deliveredTime time.Time
+	firstSentTime time.Time
+	appLimitedTo  uint64 // non-zero: samples until delivered passes this are app-limited
+
+	// Model-based congestion control.
+	mode               ccMode
+	bw                 maxFilter
+	round              uint64
+	nextRoundDelivered uint64
+	fullBw             float64
+	fullBwCount        int
+	filledPipe         bool
+	cycleIdx           int
+	cycleStart         time.Time
+	pacingGain         float64
+	cwndGain           float64
+	pacingRate         float64 // bytes per second
+	roundLost          uint64
+	roundDelivered     uint64
+
+	// RACK, per path.
+	rackXmit time.Time
+	rackEnd  uint32
+	rackRTT  time.Duration
+	sent     []sentRef
+	sentHead int
+
+	// Counters for metrics.
+	txPackets, txBytes   uint64
+	rtxPackets, rtxBytes uint64
+	lostPackets          uint64
+	deliveredPackets     uint64
+	spurious             uint64
+}
+
+func (p *pathState) init(v *spray.Path, mss int, rttHint time.Duration) {
+	p.v = v
+	p.mss = mss
+	p.mode = modeStartup
+	p.pacingGain, p.cwndGain = startupGain, startupGain
+	v.Cwnd = initialCwndSeg * mss
+	if rttHint > 0 {
+		// A hint from the handshake or from other connections over the same path: it sets
+		// the first pacing rate and RTO; the path still earns its own samples.
+		p.srtt, p.rttvar = rttHint, rttHint/2
+		v.SRTT = rttHint
+	}
+	p.setPacingRate()
+}
+
+// rto is the path's retransmission timeout with backoff.
+func (p *pathState) rto() time.Duration {
+	r := initialRTO
+	if p.srtt > 0 {
+		r = p.srtt + max(4*p.rttvar, rtoGranularity)
+		r = max(r, minRTO)
+	}
+	r <<= min(p.backoff, 10)
+	return min(r, maxRTO)
+}
+
+// rttSample folds in one RTT measurement (RFC 6298 section 2).
+func (p *pathState) rttSample(r time.Duration) {
+	if r <= 0 {
+		r = time.Microsecond
+	}
+	if p.minRTT == 0 || r < p.minRTT {
+		p.minRTT = r
+	}
+	if p.srtt == 0 || p.v.MinRTT == 0 {
+		p.srtt, p.rttvar = r, r/2
+	} else {
+		d := p.srtt - r
+		if d < 0 {
+			d = -d
+		}
+		p.rttvar = (3*p.rttvar + d) / 4
+		p.srtt = (7*p.srtt + r) / 8
+	}
+	p.v.SRTT, p.v.MinRTT = p.srtt, p.minRTT
+}
+
+// bdp is the path's estimated bandwidth-delay product in bytes (0 when unknown).
+func (p *pathState) bdp() float64 {
+	bw := p.bw.get()
+	if bw == 0 || p.minRTT == 0 {
+		return 0
+	}
+	return bw * p.minRTT.Seconds()
+}
+
+func (p *pathState) setPacingRate() {
+	bw := p.bw.get()
+	var rate float64
+	if bw > 0 {
+		rate = p.pacingGain * bw
+	} else {
+		rtt := p.srtt
+		if rtt <= 0 {
+			rtt = 100 * time.Millisecond
+		}
+		rate = p.pacingGain * float64(p.v.Cwnd) / rtt.Seconds()
+	}
+	if p.mode == modeStartup && !p.filledPipe && rate < p.pacingRate {
+		return // never slow down while still looking for the bandwidth
+	}
+	p.pacingRate = rate
+}
+
+// onSend updates pacing and delivery-rate state for a transmission of size bytes
+// starting now, and returns the rate-sample snapshot to store with the segment.
+func (p *pathState) onSend(now time.Time, seq uint32, size int) (dlvd uint64, dlvdTime, firstSent time.Time, appLimited bool) {
+	if p.v.InFlight == 0 {
+		p.firstSentTime, p.deliveredTime = now, now
+		p.rtoAt = now.Add(p.rto())
+	}
+	p.v.InFlight += size
+	p.txPackets++
+	p.txBytes += uint64(size)
+	// Pacing: the next send may start size/rate later, with a small credit so that a
+	// path idle for a while does not burst, and timer granularity does not starve it.
+	if p.pacingRate > 0 {
+		start := p.v.NextSend
+		if floor := now.Add(-paceCredit); start.Before(floor) {
+			start = floor
+		}
+		p.v.NextSend = start.Add(time.Duration(float64(size) / p.pacingRate * float64(time.Second)))
+	}
+	p.sent = append(p.sent, sentRef{seq: seq, sentAt: now})
+	return p.delivered, p.deliveredTime, p.firstSentTime, p.appLimitedTo != 0
+}
+
+// sendable reports whether pacing lets the path send at now.
+func (p *pathState) sendable(now time.Time) bool { return !p.v.NextSend.After(now) }
+
+// rateSample is what one acknowledgement taught about one path.
+type rateSample struct {
+	delivered  int // bytes newly delivered on the path
+	lost       int // bytes newly declared lost on the path
+	prior      uint64
+	priorTime  time.Time
+	firstSent  time.Time
+	sentAt     time.Time // send time of the most recently sent segment delivered
+	appLimited bool
+	rtt        time.Duration // RTT of that segment; 0 if it was retransmitted
+	has        bool
+}
+
+// take records a delivered segment into the sample, keeping the most recently sent one.
+func (rs *rateSample) take(seg *txSeg, now time.Time) {
+	n := int(seg.end - seg.seq)
+	rs.delivered += n
+	if rs.has && !seg.sentAt.After(rs.sentAt) {
+		return
+	}
+	rs.has = true
+	rs.prior, rs.priorTime, rs.firstSent = seg.dlvd, seg.dlvdTime, seg.firstSent
+	rs.sentAt, rs.appLimited = seg.sentAt, seg.appLimited
+	rs.rtt = 0
+	if seg.retrans == 0 {
+		rs.rtt = now.Sub(seg.sentAt)
+	}
+}
+
+// onAck runs the model after an acknowledgement delivered or lost bytes on this path.
+func (p *pathState) onAck(now time.Time, rs *rateSample) {
+	if rs.delivered > 0 {
+		p.delivered += uint64(rs.delivered)
+		p.deliveredTime = now
+		p.deliveredPackets++
+		p.timeouts, p.backoff = 0, 0
+		if p.v.InFlight > 0 {
+			p.rtoAt = now.Add(p.rto())
+		}
+	}
+	p.roundDelivered += uint64(rs.delivered)
+	p.roundLost += uint64(rs.lost)
+	if p.appLimitedTo != 0 && p.delivered > p.appLimitedTo {
+		p.appLimitedTo = 0
+	}
+	roundStart := false
+	if rs.has {
+		if rs.rtt > 0 {
+			p.rttSample(rs.rtt)
+		}
+		p.firstSentTime = rs.sentAt
+		// Rate sample: delivered over the longer of the send and ack intervals.
+		sendElapsed := rs.sentAt.Sub(rs.firstSent)
+		ackElapsed := now.Sub(rs.priorTime)
+		interval := max(sendElapsed, ackElapsed)
+		if interval > 0 && p.minRTT > 0 && interval >= p.minRTT/2 {
+			rate := float64(p.delivered-rs.prior) / interval.Seconds()
+			if !rs.appLimited || rate >= p.bw.get() {
+				if rs.prior >= p.nextRoundDelivered {
+					p.nextRoundDelivered = p.delivered
+					p.round++
+					roundStart = true
+				}
+				p.bw.update(rate, p.round, bwWindowRounds)
+			}
+		} else if rs.prior >= p.nextRoundDelivered {
+			p.nextRoundDelivered = p.delivered
+			p.round++
+			roundStart = true
+		}
+	}
+	p.v.DeliveryRate = p.bw.get()
+	if roundStart {
+		p.checkFullPipe(rs)
+		p.roundLost, p.roundDelivered = 0, 0
+	}
+	p.updateMode(now, rs)
+	p.setPacingRate()
+	p.setCwnd(rs.delivered)
+}
+
+func (p *pathState) checkFullPipe(rs *rateSample) {
+	if p.filledPipe {
+		return
+	}
+	// Heavy loss in a round ends the search (a shallow buffer overflowed).
+	if p.roundLost > 0 && p.roundLost*50 > p.roundDelivered+p.roundLost && p.roundLost >= uint64(3*p.mss) {
+		p.filledPipe = true
+		return
+	}
+	if rs.appLimited {
+		return
+	}
+	bw := p.bw.get()
+	if bw >= p.fullBw*1.25 {
+		p.fullBw, p.fullBwCount = bw, 0
+		return
+	}
+	p.fullBwCount++
+	if p.fullBwCount >= 3 {
+		p.filledPipe = true
+	}
+}
+
+func (p *pathState) updateMode(now time.Time, rs *rateSample) {
+	switch p.mode {
+	case modeStartup:
+		if p.filledPipe {
+			p.mode = modeDrain
+			p.pacingGain, p.cwndGain = drainGain, startupGain
+		}
+	case modeDrain:
+		if float64(p.v.InFlight) <= p.bdp() {
+			p.enterProbeBW(now)
+		}
+	case modeProbeBW:
+		gain := probeBWGains[p.cycleIdx]
+		elapsed := now.Sub(p.cycleStart) > p.minRTT
+		next := elapsed
+		switch {
+		case gain > 1:
+			// Probe up until in flight reached the probe level, or stop at once on loss.
+			next = (elapsed && float64(p.v.InFlight) >= gain*p.bdp()) || rs.lost > 0 || now.Sub(p.cycleStart) > 2*p.minRTT+10*time.Millisecond
+		case gain < 1:
+			next = elapsed || float64(p.v.InFlight) <= p.bdp()
+		}
+		if next {
+			p.cycleIdx = (p.cycleIdx + 1) % len(probeBWGains)
+			p.cycleStart = now
+			p.pacingGain = probeBWGains[p.cycleIdx]
+		}
+	}
+}
+
+func (p *pathState) enterProbeBW(now time.Time) {
+	p.mode = modeProbeBW
+	p.cwndGain = probeBWCwndGn
+	p.cycleIdx = 2 // start cruising; the cycle brings the probe around
+	p.cycleStart = now
+	p.pacingGain = probeBWGains[p.cycleIdx]
+}
+
+func (p *pathState) setCwnd(acked int) {
+	target := p.cwndGain*p.bdp() + float64(3*p.mss)
+	cw := p.v.Cwnd
+	if p.filledPipe {
+		if bdp := p.bdp(); bdp > 0 {
+			cw = min(cw+acked, int(target))
+		}
+	} else if p.bdp() == 0 || float64(cw) < target {
+		cw += acked
+	}
+	p.v.Cwnd = max(cw, minCwndSeg*p.mss)
+}
+
+// onTimeout is the path's retransmission timeout: everything in flight on it is
+// presumed lost (the caller re-sends it elsewhere), the path restarts small.
+func (p *pathState) onTimeout(now time.Time) {
+	p.timeouts++
+	p.backoff++
+	p.v.Cwnd = minCwndSeg * p.mss
+	p.rtoAt = time.Time{}
+	p.appLimitedTo = 0
+	p.filledPipe = true
+	if p.mode == modeStartup {
+		p.mode = modeDrain
+		p.pacingGain, p.cwndGain = drainGain, startupGain
+	}
+}
+
+// reset returns the path to its starting state (it came back after being down).
+func (p *pathState) reset(now time.Time) {
+	v, mss, srtt := p.v, p.mss, p.srtt
+	minRTT := p.minRTT
+	tx, txb, rtx, rtxb, lost, dp, sp := p.txPackets, p.txBytes, p.rtxPackets, p.rtxBytes, p.lostPackets, p.deliveredPackets, p.spurious
+	*p = pathState{}
+	p.init(v, mss, srtt)
+	p.minRTT = minRTT
+	v.InFlight = 0
+	v.DeliveryRate = 0
+	v.NextSend = now
+	p.txPackets, p.txBytes, p.rtxPackets, p.rtxBytes, p.lostPackets, p.deliveredPackets, p.spurious = tx, txb, rtx, rtxb, lost, dp, sp
+}
+
+// reoWnd is the RACK reordering window for this path: a quarter of its min RTT. Only
+// reordering within the path counts here; reordering between paths never makes a loss.
+func (p *pathState) reoWnd() time.Duration {
+	if p.minRTT == 0 {
+		return 0
+	}
+	return min(p.minRTT/4, p.srtt)
+}
+
+// maxFilter is a windowed maximum over rounds (Kathleen Nichols' three-sample filter,
+// as BBR uses for the bottleneck bandwidth).
+type maxFilter struct {
+	s [3]struct {
+		v float64
+		t uint64
+	}
+}
+
+func (f *maxFilter) get() float64 { return f.s[0].v }
+
+func (f *maxFilter) update(v float64, t, win uint64) {
+	set := func(i int) { f.s[i].v, f.s[i].t = v, t }
+	if v >= f.s[0].v || t-f.s[2].t > win {
+		set(0)
+		set(1)
+		set(2)
+		return
+	}
+	if v >= f.s[1].v {
+		set(1)
+		set(2)
+	} else if v >= f.s[2].v {
+		set(2)
+	}
+	dt := t - f.s[0].t
+	switch {
+	case dt > win:
+		f.s[0], f.s[1] = f.s[1], f.s[2]
+		set(2)
+		if t-f.s[0].t > win {
+			f.s[0], f.s[1] = f.s[1], f.s[2]
+			set(2)
+		}
+	case f.s[1].t == f.s[0].t && dt > win/4:
+		set(1)
+		set(2)
+	case f.s[2].t == f.s[1].t && dt > win/2:
+		set(2)
+	}
+}

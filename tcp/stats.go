@@ -1,0 +1,123 @@
+package tcp
+
+import (
+	"sync"
+	"time"
+)
+
+// PathStats is one path's state summed (or, for RTTs, averaged) over a stack's
+// connections, for metrics and `mpath status`.
+type PathStats struct {
+	Name         string
+	Up           bool
+	TxPackets    uint64
+	TxBytes      uint64
+	RxPackets    uint64
+	RxBytes      uint64
+	SendErrors   uint64
+	Retransmits  uint64 // segments re-sent on this path
+	Lost         uint64 // segments declared lost on this path
+	Spurious     uint64 // declared lost but delivered after all
+	Delivered    uint64 // payload bytes the peer acknowledged that went on this path
+	SRTT         time.Duration
+	MinRTT       time.Duration
+	Cwnd         int
+	InFlight     int
+	DeliveryRate float64 // bytes/s, summed over connections
+	Flows        int     // connections with a rate sample on this path
+}
+
+// Stats is a snapshot of a stack.
+type Stats struct {
+	Flows            int
+	Paths            []PathStats
+	ReorderMaxDepth  int
+	ReorderMaxBytes  int
+	ReorderHeldBytes int
+	ReorderHoldMax   time.Duration
+	DropsNotOurs     uint64
+	DropsNoConn      uint64
+	DropsBacklog     uint64
+}
+
+type statsReq struct {
+	mu  sync.Mutex
+	wg  sync.WaitGroup
+	out *Stats
+	// per-path finished-connection totals live in the stack; live ones come from loops
+}
+
+// Stats collects a snapshot from every loop. Safe for concurrent use.
+func (s *Stack) Stats() Stats {
+	st := Stats{Paths: make([]PathStats, len(s.ep.paths))}
+	for p := range st.Paths {
+		c := &s.counters[p]
+		st.Paths[p] = PathStats{
+			Name:       s.ep.paths[p].Name,
+			Up:         s.pathUp(p),
+			TxPackets:  c.TxPackets.Load(),
+			TxBytes:    c.TxBytes.Load(),
+			RxPackets:  c.RxPackets.Load(),
+			RxBytes:    c.RxBytes.Load(),
+			SendErrors: c.SendErrors.Load(),
+			SRTT:       s.rttHint(p),
+		}
+		st.Paths[p].Retransmits = s.totals[p].retrans.Load()
+		st.Paths[p].Lost = s.totals[p].lost.Load()
+		st.Paths[p].Spurious = s.totals[p].spurious.Load()
+		st.Paths[p].Delivered = s.totals[p].delivered.Load()
+	}
+	req := &statsReq{out: &st}
+	select {
+	case <-s.closed:
+	default:
+		for _, l := range s.loops {
+			req.wg.Add(1)
+			l.command(loopCmd{kind: cmdStats, stats: req})
+		}
+		req.wg.Wait()
+	}
+	for p := range st.Paths {
+		ps := &st.Paths[p]
+		if ps.Flows > 0 {
+			ps.MinRTT /= time.Duration(ps.Flows)
+		}
+	}
+	st.DropsNotOurs = s.drops.notOurs.Load()
+	st.DropsNoConn = s.drops.noConn.Load()
+	st.DropsBacklog = s.drops.backlog.Load()
+	return st
+}
+
+// fillStats adds this loop's live connections to the snapshot.
+func (l *loop) fillStats(req *statsReq) {
+	defer req.wg.Done()
+	req.mu.Lock()
+	defer req.mu.Unlock()
+	st := req.out
+	for e := range l.conns {
+		if e.done {
+			continue
+		}
+		st.Flows++
+		for p := range e.paths {
+			ps, v, out := &e.paths[p], &e.view[p], &st.Paths[p]
+			out.Retransmits += ps.rtxPackets
+			out.Lost += ps.lostPackets
+			out.Spurious += ps.spurious
+			out.Delivered += ps.delivered
+			out.Cwnd += v.Cwnd
+			out.InFlight += v.InFlight
+			out.DeliveryRate += v.DeliveryRate
+			if ps.minRTT > 0 {
+				out.Flows++
+				out.MinRTT += ps.minRTT
+			}
+		}
+		rs := e.rq.Stats()
+		st.ReorderMaxDepth = max(st.ReorderMaxDepth, rs.MaxDepth)
+		st.ReorderMaxBytes = max(st.ReorderMaxBytes, rs.MaxBytes)
+		st.ReorderHeldBytes += e.rq.Bytes()
+		st.ReorderHoldMax = max(st.ReorderHoldMax, rs.HoldMax)
+	}
+}
