@@ -1,0 +1,15 @@
+// Package raw owns mpath's packet I/O: everything between a tcp.Segment and the wire.
+//
+//   - Codec: Encoder builds IPv4/TCP and IPv4/IPIP/IPv4/TCP packets with gopacket into
+//     reused buffers; Decoder parses them back into a tcp.Segment with a
+//     gopacket.DecodingLayerParser, verifying every checksum. Neither allocates per packet.
+//   - Sender: a raw IPv4 socket (IP_HDRINCL) that sends whole packets in sendmmsg batches.
+//   - Receiver: an AF_PACKET TPACKET_V3 ring (inbound only, kernel BPF filter, block
+//     timeout of at most 1 ms) that hands packets over in batches.
+//   - Guard: an nftables table owned by the process that keeps the host kernel away from
+//     engine flows (no RSTs, no ICMP for IPIP it cannot decapsulate).
+//   - Link: the tcp.Link the engine uses, built from the four above.
+//
+// It does not own TCP state (package tcp), path choice (spray) or the relay loop (relay).
+// Everything here is IPv4 only.
+package raw
