@@ -6,9 +6,12 @@
 //
 // Addressing for prefix P, base octet B and paths i = 1..N:
 //
-//	P-c   dummy "host" 10.B.255.1/32; veth c<i> 10.B.i.1/24
+//	P-c   host address 10.B.255.1/32 on lo; veth c<i> 10.B.i.1/24
 //	P-ri  veth rc 10.B.i.2/24 (to P-c); veth re 10.B.(100+i).2/24 (to P-x)
-//	P-x   dummy "host" 10.B.255.2/32; veth x<i> 10.B.(100+i).1/24
+//	P-x   host address 10.B.255.2/32 on lo; veth x<i> 10.B.(100+i).1/24
+//
+// (The host addresses sit on lo, not on a dummy device: this kernel has no dummy
+// module. Routes between the hosts carry "src" so that they are the default source.)
 //
 //	client -> c<i> [tbf] -> rc | mpath relay (impair) | re -> x<i> -> exit
 //	client <- c<i> <- [tbf] rc | mpath relay (impair) | re <- x<i> <- exit
@@ -373,10 +376,10 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	c, x := l.ClientNS(), l.ExitNS()
 	root := []string{}
-	cl := []string{"link set lo up", "link add host type dummy", "link set host up",
-		"addr add " + l.ClientAddr().String() + "/32 dev host"}
-	ex := []string{"link set lo up", "link add host type dummy", "link set host up",
-		"addr add " + l.ExitAddr().String() + "/32 dev host"}
+	// The host addresses live on lo: this kernel has no dummy module. Routes to the
+	// other host name them as the source, so plain connections use them by default.
+	cl := []string{"link set lo up", "addr add " + l.ClientAddr().String() + "/32 dev lo"}
+	ex := []string{"link set lo up", "addr add " + l.ExitAddr().String() + "/32 dev lo"}
 	for i := 1; i <= l.N(); i++ {
 		r := l.RelayNS(i)
 		cdev, clocal, crelay := l.ClientPath(i)
@@ -398,8 +401,8 @@ func (l *Lab) build(ctx context.Context) error {
 	}
 	_, _, relay1 := l.ClientPath(1)
 	_, _, xrelay1 := l.ExitPath(1)
-	cl = append(cl, fmt.Sprintf("route add %s/32 via %s", l.ExitAddr(), relay1))
-	ex = append(ex, fmt.Sprintf("route add %s/32 via %s", l.ClientAddr(), xrelay1))
+	cl = append(cl, fmt.Sprintf("route add %s/32 via %s src %s", l.ExitAddr(), relay1, l.ClientAddr()))
+	ex = append(ex, fmt.Sprintf("route add %s/32 via %s src %s", l.ClientAddr(), xrelay1, l.ExitAddr()))
 	if err := ipBatch(ctx, "", root); err != nil {
 		return err
 	}

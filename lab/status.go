@@ -86,7 +86,7 @@ func Status(prefix string) (Info, error) {
 			if json.Unmarshal(out, &links) == nil {
 				for _, l := range links {
 					for _, a := range l.AddrInfo {
-						if l.IfName == "lo" {
+						if strings.HasPrefix(a.Local, "127.") {
 							continue
 						}
 						ni.Addrs = append(ni.Addrs, fmt.Sprintf("%s %s/%d", l.IfName, a.Local, a.PrefixLen))
