@@ -173,10 +173,10 @@ type stackOpts struct {
 }
 
 // newStack builds a stack whose exit may reach loopback (the targets live there) and
-// resolves the names in testNames.
+// resolves the names in testNames. Tests call checkLeaks before it (and before making
+// targets) so the leak check runs after every cleanup.
 func newStack(t *testing.T, o stackOpts) *stack {
 	t.Helper()
-	checkLeaks(t)
 	ec := socks.ExitConfig{
 		Key:      testKey,
 		Deny:     []netip.Prefix{}, // the default would deny the loopback targets
