@@ -14,6 +14,7 @@ package relay
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -261,6 +262,18 @@ func (r *Relay) Stats() Stats {
 
 func (r *Relay) drop(reason Reason) { r.ctr.dropped[reason].Add(1) }
 
+// dropPkt counts a drop and logs the 1st, 2nd, 4th, 8th... of each reason at debug level.
+func (r *Relay) dropPkt(reason Reason, pkt []byte) {
+	n := r.ctr.dropped[reason].Add(1)
+	if n&(n-1) == 0 && r.log.Core().Enabled(zap.DebugLevel) {
+		head := pkt
+		if len(head) > 48 {
+			head = head[:48]
+		}
+		r.log.Debug("drop", zap.Stringer("reason", reason), zap.Uint64("count", n), zap.Int("len", len(pkt)), zap.Binary("head", head))
+	}
+}
+
 // Run moves packets until ctx is done or the source fails, then closes the source,
 // releases nothing more (held packets are discarded) and returns. A cancelled ctx
 // returns nil.
@@ -327,11 +340,17 @@ func (r *Relay) putPacket(p *packet) {
 // receive handles one captured packet (receive goroutine).
 func (r *Relay) receive(pkt []byte) {
 	now := time.Now()
+	pol := r.policy.Load()
 	if len(pkt) > bufSize {
-		r.drop(ReasonMalformed)
+		// Loopback traffic (64 KB MTU) to this host is none of our business; anything
+		// else this big cannot have come over a 1500-byte link.
+		if len(pkt) >= ipv4HeaderLen && pol.Local.Has(binary.BigEndian.Uint32(pkt[16:20])) {
+			r.ctr.ignored.Add(1)
+			return
+		}
+		r.dropPkt(ReasonMalformed, pkt)
 		return
 	}
-	pol := r.policy.Load()
 	p := r.getPacket()
 	n := copy(p.buf[:], pkt)
 	v := Classify(pol, p.buf[:n], func(dst netip.Addr) netip.Addr { return r.sourceFor(pol, dst) })
@@ -341,7 +360,7 @@ func (r *Relay) receive(pkt []byte) {
 		r.putPacket(p)
 		return
 	case ActDrop:
-		r.drop(v.Reason)
+		r.dropPkt(v.Reason, pkt)
 		r.putPacket(p)
 		return
 	}

@@ -5,11 +5,16 @@
 package labtest
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -145,4 +150,57 @@ func lastLines(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// Get fetches http://addr/path from inside namespace ns (the connection is opened in
+// ns) and returns the body. It fails the test on error.
+func Get(t testing.TB, ns, addr, path string) string {
+	t.Helper()
+	var conn net.Conn
+	err := lab.Do(ns, func() error {
+		var err error
+		conn, err = net.DialTimeout("tcp", addr, 5*time.Second)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("labtest: get http://%s%s in %s: %v", addr, path, ns, err)
+	}
+	defer conn.Close()
+	_ = conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.0\r\nHost: %s\r\n\r\n", path, addr)
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("labtest: get http://%s%s in %s: %v", addr, path, ns, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("labtest: get http://%s%s in %s: %s %v", addr, path, ns, resp.Status, err)
+	}
+	return string(body)
+}
+
+// RelayMetrics scrapes relay i's Prometheus text and returns every sample by its full
+// name with labels as printed, e.g. `mpath_relay_dropped_packets_total{reason="fragment"}`.
+func RelayMetrics(t testing.TB, l *lab.Lab, i int) map[string]float64 {
+	t.Helper()
+	return ParseMetrics(Get(t, l.RelayNS(i), l.RelayMetricsAddr(i), "/metrics"))
+}
+
+// ParseMetrics reads Prometheus text format samples (comments skipped).
+func ParseMetrics(text string) map[string]float64 {
+	m := map[string]float64{}
+	for _, line := range strings.Split(text, "\n") {
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		if i < 0 {
+			continue
+		}
+		if v, err := strconv.ParseFloat(line[i+1:], 64); err == nil {
+			m[line[:i]] = v
+		}
+	}
+	return m
 }
