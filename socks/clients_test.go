@@ -593,3 +593,32 @@ func TestCheckListenAndLoadUsers(t *testing.T) {
 		t.Error("LoadKey accepted a short key")
 	}
 }
+
+func TestHTTPHandshakeTimeoutAndLimit(t *testing.T) {
+	checkLeaks(t)
+	hs, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: &fakeDialer{}, HandshakeTimeout: 200 * time.Millisecond, MaxConns: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, hs)
+	start := time.Now()
+	if got := exchange(t, addr, []byte("CONNECT example.com:443 HTTP/1.1\r\nHost: exa"), false); len(got) != 0 {
+		t.Errorf("slow request head: got %q, want a silent close", got)
+	}
+	if el := time.Since(start); el < 200*time.Millisecond {
+		t.Errorf("closed after %v, before the handshake timeout", el)
+	}
+	waitFor(t, 5*time.Second, "handler to end", func() bool { return hs.Stats().Active == 0 })
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	waitFor(t, 5*time.Second, "one active connection", func() bool { return hs.Stats().Active == 1 })
+	if got := exchange(t, addr, []byte("GET http://example.com/ HTTP/1.1\r\n\r\n"), false); len(got) != 0 {
+		t.Errorf("over the limit: got %q, want a close", got)
+	}
+	if st := hs.Stats(); st.OverLimit != 1 || st.HandshakeFailed != 1 {
+		t.Errorf("stats %+v: want 1 over limit, 1 failed handshake", st)
+	}
+}

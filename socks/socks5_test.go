@@ -289,3 +289,45 @@ func TestSOCKSConfig(t *testing.T) {
 		t.Error("NewHTTPServer without a Dialer succeeded")
 	}
 }
+
+// FuzzSOCKSHandshake throws arbitrary client bytes at a SOCKS front (with
+// authentication, so both sub-protocols are reached): the server must answer with
+// SOCKS5 bytes or nothing and close, never hang or panic.
+func FuzzSOCKSHandshake(f *testing.F) {
+	d := &fakeDialer{err: &socks.ReplyError{Code: socks.ReplyRefused}}
+	s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: d, Users: map[string]string{"u": "p"},
+		HandshakeTimeout: 2 * time.Second})
+	if err != nil {
+		f.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	go s.Serve(l)
+	f.Cleanup(func() { s.Close() })
+	auth := []byte{1, 1, 'u', 1, 'p'}
+	f.Add([]byte{5, 1, 2})
+	f.Add(cat([]byte{5, 1, 2}, auth, socksRequest(1, 3, []byte("example.com"), 80)))
+	f.Add(cat([]byte{5, 1, 2}, auth, socksRequest(1, 4, net.ParseIP("2001:db8::1"), 443)))
+	f.Add(cat([]byte{5, 1, 2}, auth, socksRequest(3, 1, []byte{0, 0, 0, 0}, 0)))
+	f.Add(cat([]byte{5, 1, 2}, []byte{1, 0, 0}))
+	f.Add([]byte{4, 1, 0, 80})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		c, err := net.Dial("tcp", l.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write(in)
+		c.(*net.TCPConn).CloseWrite()
+		got, err := io.ReadAll(c)
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("input %x: no close", in)
+		}
+		if len(got) > 0 && got[0] != 5 {
+			t.Fatalf("input %x: answer %x is not SOCKS5", in, got)
+		}
+	})
+}
