@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -160,7 +161,7 @@ func TestRelayForwardsAndCounts(t *testing.T) {
 func TestRelayDelay(t *testing.T) {
 	const delay = 30 * time.Millisecond
 	_, src, sink := startRelay(t, Config{Mode: ModeReencap, Impair: ImpairSpec{Delay: delay}})
-	var worst time.Duration
+	var late []time.Duration
 	for i := 0; i < 20; i++ {
 		inner := ipv4("10.77.255.1", "10.77.255.2", protoTCP, 64, 0, []byte{byte(i)})
 		at := time.Now()
@@ -170,17 +171,18 @@ func TestRelayDelay(t *testing.T) {
 		if d < delay {
 			t.Fatalf("packet %d released after %v, before the %v delay", i, d, delay)
 		}
-		worst = max(worst, d-delay)
+		late = append(late, d-delay)
 		if h, _ := parseIPv4(s.pkt); h.proto != protoIPIP || addrOf(h.src) != netip.MustParseAddr("10.77.101.2") {
 			t.Fatalf("reencap header %+v", h)
 		}
 	}
-	// Generous: the machine is shared, but the loop must not be off by whole timer ticks
-	// on every packet.
-	if worst > 15*time.Millisecond {
-		t.Fatalf("worst lateness %v", worst)
+	// The median, not the worst: the machine is shared and a descheduled test goroutine
+	// is late too; but the loop must not be off by whole timer ticks on most packets.
+	slices.Sort(late)
+	if med := late[len(late)/2]; med > 3*time.Millisecond {
+		t.Fatalf("median lateness %v (all: %v)", med, late)
 	}
-	t.Logf("worst lateness over the delay: %v", worst)
+	t.Logf("lateness over the delay: median %v, worst %v", late[len(late)/2], late[len(late)-1])
 }
 
 func TestRelayJitterKeepsOrderAndDup(t *testing.T) {
@@ -190,8 +192,16 @@ func TestRelayJitterKeepsOrderAndDup(t *testing.T) {
 	for i := 0; i < n; i++ {
 		src.ch <- ipip("10.77.1.1", "10.77.1.2", ipv4("10.77.255.1", "10.77.255.2", protoTCP, 64, 0, []byte{byte(i >> 8), byte(i)}))
 	}
-	st := waitStats(t, r, func(s Stats) bool { return s.Forwarded[KindForward] >= n })
-	got := recvN(t, sink, int(st.Forwarded[KindForward]), time.Second)
+	// Collect until the last packet shows up, then until the counters match what
+	// arrived (a duplicate of the last packet may follow it).
+	var got []sent
+	for len(got) == 0 || int(got[len(got)-1].pkt[20])<<8|int(got[len(got)-1].pkt[21]) != n-1 {
+		got = append(got, recvN(t, sink, 1, 5*time.Second)...)
+	}
+	waitStats(t, r, func(s Stats) bool { return s.Forwarded[KindForward] == uint64(len(got)+len(sink.ch)) })
+	for len(sink.ch) > 0 {
+		got = append(got, <-sink.ch)
+	}
 	last := -1
 	dups := 0
 	for _, s := range got {
