@@ -622,3 +622,27 @@ func TestHTTPHandshakeTimeoutAndLimit(t *testing.T) {
 		t.Errorf("stats %+v: want 1 over limit, 1 failed handshake", st)
 	}
 }
+
+// BenchmarkTunnelDownload measures a download through the whole chain on loopback:
+// SOCKS front -> TunnelDialer -> kernel TCP flow -> Exit -> TCP source, one new
+// connection (with its exit request) per 4 MiB.
+func BenchmarkTunnelDownload(b *testing.B) {
+	tgt := sockstest.NewTCPTarget(b, "tcp4")
+	s := newStack(b, stackOpts{})
+	const size = 4 << 20
+	d, _ := proxy.SOCKS5("tcp", s.socksAddr, nil, proxy.Direct)
+	b.SetBytes(size)
+	b.ReportAllocs()
+	for b.Loop() {
+		c, err := d.Dial("tcp", tgt.Addr)
+		if err != nil {
+			b.Fatal(err)
+		}
+		fmt.Fprintf(c, "source %d 1\n", size)
+		n, err := io.Copy(io.Discard, c)
+		c.Close()
+		if err != nil || n != size {
+			b.Fatalf("got %d bytes, %v", n, err)
+		}
+	}
+}

@@ -88,7 +88,7 @@ type server interface {
 
 // serve runs srv on a new loopback listener and returns its address; the cleanup closes
 // srv and checks Serve returned ErrServerClosed.
-func serve(t *testing.T, srv server) string {
+func serve(t testing.TB, srv server) string {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -175,7 +175,7 @@ type stackOpts struct {
 // newStack builds a stack whose exit may reach loopback (the targets live there) and
 // resolves the names in testNames. Tests call checkLeaks before it (and before making
 // targets) so the leak check runs after every cleanup.
-func newStack(t *testing.T, o stackOpts) *stack {
+func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	ec := socks.ExitConfig{
 		Key:      testKey,
