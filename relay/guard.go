@@ -29,13 +29,15 @@ func InstallGuard(allow Allowlist) (*NFTGuard, error) {
 	if _, err := exec.LookPath("nft"); err != nil {
 		return nil, fmt.Errorf("relay: guard: %w (apt-get install nftables)", err)
 	}
+	// Protocol 4 by number: nft's name "ipip" is protocol 94 (/etc/protocols), IPIP's
+	// name there is "ipencap".
 	script := fmt.Sprintf(`table ip %[1]s
 delete table ip %[1]s
 table ip %[1]s {
 	chain input {
 		type filter hook input priority -300; policy accept;
-		ip protocol ipip ip saddr { %[2]s } counter drop comment "allowed IPIP: the relay captured it"
-		ip protocol ipip counter drop comment "stranger IPIP: dropped, never answered"
+		ip protocol 4 ip saddr { %[2]s } counter drop comment "allowed IPIP: the relay captured it"
+		ip protocol 4 counter drop comment "stranger IPIP: dropped, never answered"
 	}
 }
 `, GuardTable, strings.Join(strings.Split(allow.String(), ","), ", "))
