@@ -20,7 +20,6 @@ import (
 	"mpath/lab"
 	"mpath/lab/labtest"
 	"mpath/raw"
-	"mpath/relay"
 	"mpath/tcp"
 )
 
@@ -35,7 +34,8 @@ type record struct {
 	src  netip.Addr  // outer (or only) source
 }
 
-// capture records every inbound IPv4 packet of a namespace.
+// capture records every inbound IPv4 packet of a namespace (a raw.Receiver on all its
+// interfaces).
 type capture struct {
 	mu   sync.Mutex
 	recs []record
@@ -44,9 +44,9 @@ type capture struct {
 
 func startCapture(t *testing.T, ns string) *capture {
 	t.Helper()
-	var ps *relay.PacketSocket
+	var ps *raw.Receiver
 	if err := lab.Do(ns, func() (err error) {
-		ps, err = relay.OpenPacketSocket(true)
+		ps, err = raw.NewReceiver(raw.ReceiverConfig{})
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -57,7 +57,7 @@ func startCapture(t *testing.T, ns string) *capture {
 		defer close(done)
 		dec := raw.NewDecoder()
 		for {
-			err := ps.Read(func(pkt []byte) {
+			err := ps.ReadBatch(func(pkt []byte, _ int) {
 				r := record{at: time.Now(), pkt: bytes.Clone(pkt)}
 				if len(pkt) >= 20 {
 					r.icmp = pkt[9] == 1
@@ -117,16 +117,16 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 	}
 }
 
-// sender sends raw IPv4 packets from a namespace.
+// sender sends raw IPv4 packets from a namespace (a raw.Sender).
 type sender struct {
-	rs *relay.RawSocket
+	rs *raw.Sender
 }
 
 func newSender(t *testing.T, ns string) *sender {
 	t.Helper()
-	var rs *relay.RawSocket
+	var rs *raw.Sender
 	if err := lab.Do(ns, func() (err error) {
-		rs, err = relay.OpenRawSocket()
+		rs, err = raw.NewSender()
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -137,7 +137,7 @@ func newSender(t *testing.T, ns string) *sender {
 
 func (s *sender) send(t *testing.T, pkt []byte) {
 	t.Helper()
-	if _, err := s.rs.Send([][]byte{pkt}, []netip.Addr{netip.AddrFrom4([4]byte(pkt[16:20]))}); err != nil {
+	if _, err := s.rs.Send([][]byte{pkt}); err != nil {
 		t.Fatal(err)
 	}
 }

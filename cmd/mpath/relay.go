@@ -98,11 +98,11 @@ func runRelay(args []string) error {
 			zap.Strings("devices", tun))
 	}
 
-	src, err := relay.OpenPacketSocket(*plain)
+	src, err := relay.NewRawSource(*plain)
 	if err != nil {
 		return err
 	}
-	sink, err := relay.OpenRawSocket()
+	sink, err := relay.NewRawSink()
 	if err != nil {
 		src.Close()
 		return err

@@ -1,0 +1,81 @@
+package relay
+
+import (
+	"fmt"
+	"net/netip"
+
+	"golang.org/x/net/bpf"
+
+	"mpath/raw"
+)
+
+// RawSource is the production Source: raw's AF_PACKET TPACKET_V3 receiver on every
+// interface of the host (namespace), inbound only, with a kernel BPF filter that keeps
+// IPIP only, or all IPv4 with plain. Read and Close follow raw.Receiver's rules: one
+// reader, Close from anywhere.
+type RawSource struct {
+	r  *raw.Receiver
+	fn func([]byte)
+	cb func(pkt []byte, ifindex int) // made once: no allocation per ReadBatch
+}
+
+// IPIPFilter is the receive filter without --plain: IPv4 protocol 4 only (run from the
+// IPv4 header).
+func IPIPFilter() []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 9, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: protoIPIP, SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
+		bpf.RetConstant{Val: 0x40000},
+	}
+}
+
+// NewRawSource opens the receiver in the current network namespace.
+func NewRawSource(plain bool) (*RawSource, error) {
+	cfg := raw.ReceiverConfig{}
+	if !plain {
+		cfg.Filter = IPIPFilter()
+	}
+	r, err := raw.NewReceiver(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	s := &RawSource{r: r}
+	s.cb = func(pkt []byte, _ int) { s.fn(pkt) }
+	return s, nil
+}
+
+// Read implements Source.
+func (s *RawSource) Read(fn func([]byte)) error {
+	s.fn = fn
+	return s.r.ReadBatch(s.cb)
+}
+
+// Close implements Source.
+func (s *RawSource) Close() error { return s.r.Close() }
+
+// Stats returns the receiver's counters (kernel ring drops among them).
+func (s *RawSource) Stats() raw.ReceiverStats { return s.r.Stats() }
+
+// RawSink is the production Sink: raw's raw-socket sender (IP_HDRINCL, sendmmsg). The
+// kernel routes each packet by the destination in its header, which is dsts[i] for
+// every packet Classify forwards.
+type RawSink struct {
+	S *raw.Sender
+}
+
+// NewRawSink opens the sender in the current network namespace.
+func NewRawSink() (*RawSink, error) {
+	s, err := raw.NewSender()
+	if err != nil {
+		return nil, fmt.Errorf("relay: %w", err)
+	}
+	return &RawSink{S: s}, nil
+}
+
+// Send implements Sink. raw.Sender skips packets the kernel refuses and goes on, so
+// the count is right but the refused packets need not be the last ones.
+func (k *RawSink) Send(pkts [][]byte, _ []netip.Addr) (int, error) { return k.S.Send(pkts) }
+
+// Close closes the socket.
+func (k *RawSink) Close() error { return k.S.Close() }
