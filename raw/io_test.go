@@ -431,3 +431,80 @@ func BenchmarkSendReceive(b *testing.B) {
 		b.Fatalf("%d decode errors", decodeErrs)
 	}
 }
+
+// TestDisableOffloads: kernel TCP over veth arrives as packets larger than the MTU until
+// the sender's offloads are off.
+func TestDisableOffloads(t *testing.T) {
+	p := newPair(t)
+	col := collect(newReceiverIn(t, p.b, ReceiverConfig{Ifaces: []string{"vb"}, Filter: FilterTCPPortsOrIPIP([]PortRange{{9400, 9400}}, nil)}))
+	var ln net.Listener
+	if err := p.b.Do(func() (err error) { ln, err = net.Listen("tcp4", "10.9.0.2:9400"); return err }); err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 64<<10)
+				for {
+					if _, err := c.Read(buf); err != nil {
+						c.Close()
+						return
+					}
+				}
+			}()
+		}
+	}()
+	blob := make([]byte, 1<<20)
+	send := func() uint16 {
+		var port uint16
+		if err := p.a.Do(func() error {
+			c, err := net.Dial("tcp4", "10.9.0.2:9400")
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			port = uint16(c.LocalAddr().(*net.TCPAddr).Port)
+			_, err = c.Write(blob)
+			return err
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return port
+	}
+	largest := func(port uint16) int {
+		n := 0
+		want := 0
+		col.waitFor(t, "the transfer", 10*time.Second, func() bool {
+			n, want = 0, 0
+			for _, s := range col.segs {
+				if s.Src.Port() == port {
+					n = max(n, len(s.Payload))
+					want += len(s.Payload)
+				}
+			}
+			return want >= len(blob)
+		})
+		return n
+	}
+	if n := largest(send()); n <= 1460 {
+		t.Logf("offloads on: largest payload %d (the kernel did not use TSO here)", n)
+	} else {
+		t.Logf("offloads on: largest payload %d", n)
+	}
+	if err := p.a.Do(func() error { return DisableOffloads("va") }); err != nil {
+		t.Fatalf("DisableOffloads: %v", err)
+	}
+	if n := largest(send()); n > 1460 {
+		t.Errorf("offloads off: largest payload %d, want <= 1460", n)
+	}
+	col.mu.Lock()
+	defer col.mu.Unlock()
+	if len(col.errs) > 0 {
+		t.Errorf("%d decode errors (first %v): offloaded checksums not completed?", len(col.errs), col.errs[0])
+	}
+}
