@@ -298,7 +298,8 @@ const deliverBatch = 256
 // Run receives until ctx ends or the Link is closed (then it returns nil), calling
 // deliver with batches of segments addressed to Addr:Ports. The segments and their
 // payloads (which point into the receive ring) are valid only during deliver: copy what
-// you keep. deliver runs on Run's goroutine. Only one Run at a time.
+// you keep. deliver runs on Run's goroutine and must not call Close (Close waits for the
+// receive loop to leave the ring). Only one Run at a time.
 func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return errors.New("raw: link: Run is already running")

@@ -9,7 +9,9 @@ package raw
 //
 // The socket is opened with protocol 0, so it receives nothing until bind; the filter and
 // the ring are in place before bind sets the protocol to IPv4. No unfiltered packet can
-// reach the ring, so there is nothing to drain.
+// reach the ring, so there is nothing to drain. A socket bound to one protocol (not
+// ETH_P_ALL) is not handed outgoing packets at all; the filter prefix and the packet-type
+// check in drain keep it inbound-only should that ever change.
 
 import (
 	"errors"
