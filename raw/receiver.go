@@ -235,8 +235,8 @@ func (r *Receiver) drain() int {
 // ReadBatch blocks until at least one packet is there, then calls fn for each packet of
 // the batch (every ring block the kernel has handed over) and returns. pkt starts at the
 // IPv4 header and is valid only during fn; fn may modify it. ifindex is the interface
-// the packet came in on. ReadBatch returns net.ErrClosed after Close, and an error
-// matching os.ErrDeadlineExceeded when the read deadline passes.
+// the packet came in on; fn must not call Close. ReadBatch returns net.ErrClosed after
+// Close, and an error matching os.ErrDeadlineExceeded when the read deadline passes.
 func (r *Receiver) ReadBatch(fn func(pkt []byte, ifindex int)) error {
 	return r.readBatch(fn, nil)
 }
