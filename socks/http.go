@@ -309,16 +309,19 @@ func (s *HTTPServer) forward(ctx context.Context, c net.Conn, req *http.Request,
 	resp.Close = !clientKeep
 	werr := resp.Write(&countWriter{w: c, n: &s.stats.down})
 	resp.Body.Close()
+	// The response is complete; the request write normally is too (or ends in a
+	// moment). If it does not, the server answered before taking the whole request
+	// body and the client is still sending it: neither conn is at a request boundary.
+	timer := time.NewTimer(s.cfg.HandshakeTimeout)
 	select {
 	case err := <-werrc:
 		if err != nil {
 			upKeep = false
 		}
-	default:
-		// The server answered before it took the whole request body: neither conn is
-		// at a request boundary.
+	case <-timer.C:
 		upKeep, clientKeep = false, false
 	}
+	timer.Stop()
 	if !upKeep {
 		(*upp).close()
 		*upp = nil

@@ -175,7 +175,7 @@ func (s *SOCKSServer) handle(ctx context.Context, c net.Conn) {
 	err := s.srv.ServeConn(sc)
 	switch {
 	case errors.Is(err, statute.ErrUserAuthFailed):
-		s.stats.authFailed.Add(1)
+		// Counted by credentials.Valid, before the client is told.
 	case !sc.connected && err != nil:
 		s.stats.handshakeFailed.Add(1)
 	}
@@ -266,11 +266,16 @@ func writeSOCKSReply(w io.Writer, code byte, bound net.Addr) error {
 	return err
 }
 
-// credentials is go-socks5's CredentialStore over the server's user table.
+// credentials is go-socks5's CredentialStore over the server's user table; it counts
+// failures.
 type credentials struct{ s *SOCKSServer }
 
 func (c credentials) Valid(user, password, _ string) bool {
-	return c.s.users.valid(user, password)
+	ok := c.s.users.valid(user, password)
+	if !ok {
+		c.s.stats.authFailed.Add(1)
+	}
+	return ok
 }
 
 // noResolve leaves names unresolved: the Dialer (the exit, in tunnel mode) resolves.

@@ -114,6 +114,7 @@ func TestSOCKSBadInput(t *testing.T) {
 	if n := d.calls.Load(); n != 0 {
 		t.Errorf("the Dialer was called %d times on bad input", n)
 	}
+	waitFor(t, 5*time.Second, "handlers to end", func() bool { return s.Stats().Active == 0 })
 	st := s.Stats()
 	if st.HandshakeFailed == 0 || st.Relayed != 0 || st.DialFailed != 0 {
 		t.Errorf("stats %+v", st)
@@ -222,6 +223,7 @@ func TestSOCKSAuth(t *testing.T) {
 	if len(got) != 4+10+4 || !bytes.Equal(got[:5], []byte{5, 2, 1, 0, 5}) || got[5] != 0 || string(got[14:]) != "ping" {
 		t.Errorf("authenticated CONNECT: got %x", got)
 	}
+	waitFor(t, 5*time.Second, "handlers to end", func() bool { return s.Stats().Active == 0 })
 	if st := s.Stats(); st.AuthFailed != 4 || st.Relayed != 1 {
 		t.Errorf("stats %+v: want 4 auth failures, 1 relayed", st)
 	}
