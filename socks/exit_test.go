@@ -237,6 +237,20 @@ func TestExitDeniedTargets(t *testing.T) {
 	if n := exit.Stats().Refused[socks.ReasonDenied]; n != uint64(len(targets)) {
 		t.Errorf("Refused[denied] = %d, want %d", n, len(targets))
 	}
+
+	// An exit with nothing but a key: the system resolver, the default deny list.
+	plain, paddr := newExit(t, socks.ExitConfig{})
+	d = &socks.TunnelDialer{Key: testKey, Flow: sockstest.KernelFlow(paddr), Timeout: 5 * time.Second}
+	for _, target := range []string{"localhost:" + port, tgt.Addr} {
+		_, err := d.DialTarget(context.Background(), target)
+		var re *socks.ReplyError
+		if !errors.As(err, &re) || re.Code != socks.ReplyNotAllowed {
+			t.Errorf("default exit, %s: %v, want reply 02", target, err)
+		}
+	}
+	if n := plain.Stats().Refused[socks.ReasonDenied]; n != 2 {
+		t.Errorf("default exit: Refused[denied] = %d, want 2", n)
+	}
 }
 
 func mustLookup(t *testing.T, name string) []netip.Addr {
