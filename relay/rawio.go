@@ -30,9 +30,15 @@ func IPIPFilter() []bpf.Instruction {
 	}
 }
 
+// RingBytes is the size of the relay's receive ring (see NewRawSource).
+const RingBytes = 32 << 20
+
 // NewRawSource opens the receiver in the current network namespace.
 func NewRawSource(plain bool) (*RawSource, error) {
-	cfg := raw.ReceiverConfig{}
+	// raw's ring blocks are 256 KiB and retire after at most 1 ms, so at low rates every
+	// block holds a few packets and the ring buffers only about one millisecond per
+	// block: 128 blocks ride out a relay descheduled for 100+ ms on a busy machine.
+	cfg := raw.ReceiverConfig{RingBytes: RingBytes}
 	if !plain {
 		cfg.Filter = IPIPFilter()
 	}

@@ -5,7 +5,9 @@ package relay
 //	Source (AF_PACKET, inbound IPIP [+ plain IPv4])
 //	  --> receive goroutine: copy into a pooled buffer, Classify (allowlist, TTL,
 //	      forward/reencap in place), Impairer.Schedule (drop | release time(s))
-//	  --> release heap (mutex + notify channel of capacity 1)
+//	  --> release heap (mutex + notify channel of capacity 1); without impairments the
+//	      heap is skipped: the packets of one receive batch go out in one Send
+//	      from the receive goroutine
 //	  --> release goroutine: wait for the earliest release time (Go timer, then a
 //	      precise nanosleep for the last 2 ms), pop everything due, one Sink.Send
 //	      (sendmmsg) per batch, return the buffers to the pool.
@@ -140,6 +142,10 @@ type Relay struct {
 	srcAddr map[netip.Addr]netip.Addr
 	srcPol  *Policy // policy the srcAddr cache belongs to
 	times   []time.Time
+	// direct collects forwarded packets when there is no impairment (nil otherwise).
+	direct     []*packet
+	directPkts [][]byte
+	directDsts []netip.Addr
 
 	free chan *packet // pool of buffers; capacity MaxQueued
 
@@ -179,6 +185,11 @@ func New(cfg Config, src Source, sink Sink) (*Relay, error) {
 		free:    make(chan *packet, cfg.MaxQueued),
 		notify:  make(chan struct{}, 1),
 		times:   make([]time.Time, 0, 2),
+	}
+	if !cfg.Impair.Active() {
+		r.direct = make([]*packet, 0, maxBatch)
+		r.directPkts = make([][]byte, 0, maxBatch)
+		r.directDsts = make([]netip.Addr, 0, maxBatch)
 	}
 	if err := r.refreshAddrs(); err != nil {
 		return nil, fmt.Errorf("relay: local addresses: %w", err)
@@ -309,6 +320,7 @@ func (r *Relay) Run(ctx context.Context) error {
 	var err error
 	for err == nil {
 		err = r.src.Read(r.receive)
+		r.flushDirect()
 	}
 	close(closed)
 	cancel()
@@ -372,6 +384,15 @@ func (r *Relay) receive(pkt []byte) {
 			p.kind = KindReencap
 		}
 	}
+	if r.direct != nil {
+		// No impairment: no release times to wait for, so skip the heap and the release
+		// goroutine; the packets of one receive batch leave in one Send.
+		r.direct = append(r.direct, p)
+		if len(r.direct) == maxBatch {
+			r.flushDirect()
+		}
+		return
+	}
 	times, fate := r.im.Schedule(now, len(p.out), r.times[:0])
 	switch fate {
 	case FateLoss:
@@ -414,6 +435,39 @@ func (r *Relay) receive(pkt []byte) {
 		default:
 		}
 	}
+}
+
+// flushDirect sends the packets collected on the no-impairment path (receive goroutine).
+func (r *Relay) flushDirect() {
+	if len(r.direct) == 0 {
+		return
+	}
+	r.sendBatch(r.direct, r.directPkts[:0], r.directDsts[:0])
+	clear(r.direct)
+	r.direct = r.direct[:0]
+}
+
+// sendBatch sends batch with one Send, counts, and returns the buffers to the pool.
+// pkts and dsts are scratch slices of capacity maxBatch.
+func (r *Relay) sendBatch(batch []*packet, pkts [][]byte, dsts []netip.Addr) {
+	for _, p := range batch {
+		pkts = append(pkts, p.out)
+		dsts = append(dsts, p.dst)
+	}
+	sent, err := r.sink.Send(pkts, dsts)
+	if err != nil {
+		r.log.Debug("send", zap.Error(err), zap.Int("sent", sent), zap.Int("batch", len(batch)))
+	}
+	for i, p := range batch {
+		if i < sent {
+			r.ctr.fwd[p.kind].Add(1)
+			r.ctr.fwdBytes[p.kind].Add(uint64(len(p.out)))
+		} else {
+			r.drop(ReasonSendError)
+		}
+		r.putPacket(p)
+	}
+	clear(pkts)
 }
 
 // sourceFor returns (and caches) the relay's address toward dst (receive goroutine).
@@ -480,31 +534,17 @@ func (r *Relay) releaseLoop(ctx context.Context) {
 		// Release everything due, in batches.
 		now := time.Now()
 		for {
-			batch, pkts, dsts = batch[:0], pkts[:0], dsts[:0]
+			batch = batch[:0]
 			r.mu.Lock()
 			for r.heap.Len() > 0 && len(batch) < maxBatch && !r.heap.peek().release.After(now) {
-				p := r.heap.pop()
-				batch = append(batch, p)
-				pkts = append(pkts, p.out)
-				dsts = append(dsts, p.dst)
+				batch = append(batch, r.heap.pop())
 			}
 			r.mu.Unlock()
 			if len(batch) == 0 {
 				break
 			}
-			sent, err := r.sink.Send(pkts, dsts)
-			if err != nil {
-				r.log.Debug("send", zap.Error(err), zap.Int("sent", sent), zap.Int("batch", len(batch)))
-			}
-			for i, p := range batch {
-				if i < sent {
-					r.ctr.fwd[p.kind].Add(1)
-					r.ctr.fwdBytes[p.kind].Add(uint64(len(p.out)))
-				} else {
-					r.drop(ReasonSendError)
-				}
-				r.putPacket(p)
-			}
+			r.sendBatch(batch, pkts, dsts)
+			clear(batch)
 		}
 		if ctx.Err() != nil {
 			return

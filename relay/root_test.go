@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,14 +40,14 @@ type record struct {
 type capture struct {
 	mu   sync.Mutex
 	recs []record
-	src  interface{ Close() error }
+	src  *raw.Receiver
 }
 
 func startCapture(t *testing.T, ns string) *capture {
 	t.Helper()
 	var ps *raw.Receiver
 	if err := lab.Do(ns, func() (err error) {
-		ps, err = raw.NewReceiver(raw.ReceiverConfig{})
+		ps, err = raw.NewReceiver(raw.ReceiverConfig{RingBytes: 32 << 20}) // see relay.RingBytes
 		return err
 	}); err != nil {
 		t.Fatal(err)
@@ -113,7 +114,7 @@ func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) 
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
 		}
-		time.Sleep(2 * time.Millisecond) // polling an observable condition
+		time.Sleep(5 * time.Millisecond) // polling an observable condition
 	}
 }
 
@@ -192,7 +193,11 @@ func TestRelayIPIPBothModes(t *testing.T) {
 					snd.send(t, ipipSeg(t, enc, l, i, port, uint32(k), payload))
 				}
 				waitFor(t, fmt.Sprintf("%d packets via relay %d", n, i), 10*time.Second, func() bool {
-					return len(exit.matching(port, 5555)) >= n
+					ok := len(exit.matching(port, 5555)) >= n
+					if !ok && testing.Verbose() {
+						t.Logf("%d at the exit (capture %+v), relay counters %v", len(exit.matching(port, 5555)), exit.src.Stats(), nonZero(labtest.RelayMetrics(t, l, i)))
+					}
+					return ok
 				})
 				got := sha256.New()
 				recs := exit.matching(port, 5555)
@@ -407,8 +412,9 @@ func TestRelayImpairDelay(t *testing.T) {
 	}
 	r1, r2 := rtt(1), rtt(2)
 	t.Logf("TCP connect median: path 1 %v, path 2 %v: added %v", r1, r2, r2-r1)
-	if d := r2 - r1; d < 2*delay-3*time.Millisecond || d > 2*delay+10*time.Millisecond {
-		t.Fatalf("round trip added %v, want %v (-3ms/+10ms)", d, 2*delay)
+	// Looser than one way: two relay crossings and two kernel stacks, on a shared machine.
+	if d := r2 - r1; d < 2*delay-3*time.Millisecond || d > 2*delay+20*time.Millisecond {
+		t.Fatalf("round trip added %v, want %v (-3ms/+20ms)", d, 2*delay)
 	}
 }
 
@@ -432,7 +438,11 @@ func TestRelayImpairLoss(t *testing.T) {
 	var m map[string]float64
 	waitFor(t, "every packet judged", 10*time.Second, func() bool {
 		m = labtest.RelayMetrics(t, l, 1)
-		return m[`mpath_relay_forwarded_packets_total{mode="reencap"}`]+m[`mpath_relay_dropped_packets_total{reason="impair_loss"}`] == n
+		ok := m[`mpath_relay_forwarded_packets_total{mode="reencap"}`]+m[`mpath_relay_dropped_packets_total{reason="impair_loss"}`] == n
+		if !ok && testing.Verbose() {
+			t.Logf("relay counters: %v", nonZero(m))
+		}
+		return ok
 	})
 	fwd := m[`mpath_relay_forwarded_packets_total{mode="reencap"}`]
 	waitFor(t, "forwarded packets at the exit", 5*time.Second, func() bool { return float64(len(exit.matching(44000, 5555))) == fwd })
@@ -442,4 +452,14 @@ func TestRelayImpairLoss(t *testing.T) {
 	if math.Abs(float64(lost)-mean) > 4*sd {
 		t.Fatalf("lost %d of %d, want %.0f ± %.0f (4 sd)", lost, n, mean, 4*sd)
 	}
+}
+
+func nonZero(m map[string]float64) map[string]float64 {
+	out := map[string]float64{}
+	for k, v := range m {
+		if v != 0 && strings.HasPrefix(k, "mpath_relay_") {
+			out[k] = v
+		}
+	}
+	return out
 }

@@ -133,7 +133,11 @@ func runRelay(args []string) error {
 	metricsAddr := ""
 	if *metrics != "" {
 		reg := prometheus.NewRegistry()
-		for _, c := range r.Collectors() {
+		cs := append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "mpath_relay_capture_kernel_drops_total",
+			Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
+		}, func() float64 { return float64(src.Stats().KernelDrops) }))
+		for _, c := range cs {
 			if err := reg.Register(c); err != nil {
 				src.Close()
 				return fmt.Errorf("metrics: %w", err)
@@ -172,7 +176,7 @@ func runRelay(args []string) error {
 		_ = srv.Shutdown(shutdownCtx)
 		cancel()
 	}
-	log.Info("relay stopped", r.Stats().Fields()...)
+	log.Info("relay stopped", append(r.Stats().Fields(), zap.Uint64("capture_kernel_drops", src.Stats().KernelDrops))...)
 	return runErr
 }
 
