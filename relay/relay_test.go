@@ -249,3 +249,34 @@ func TestRelayAllocs(t *testing.T) {
 		t.Fatalf("receive allocates %.2f per packet", allocs)
 	}
 }
+
+// TestRelayAllocsDirect covers the no-impairment path: classify, batch, Send.
+func TestRelayAllocsDirect(t *testing.T) {
+	allow, _ := ParseAllowlist("10.77.0.0/16")
+	r, err := New(Config{Allow: allow, Mode: ModeForward,
+		LocalAddrs: func() ([]netip.Addr, error) { return []netip.Addr{netip.MustParseAddr("10.77.1.2")}, nil },
+	}, newChanSource(), nopSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pkt := ipip("10.77.1.1", "10.77.1.2", ipv4("10.77.255.1", "10.77.255.2", protoTCP, 64, 0, make([]byte, 1400)))
+	for i := 0; i < 200; i++ { // warm the pool
+		r.receive(pkt)
+	}
+	r.flushDirect()
+	allocs := testing.AllocsPerRun(1000, func() {
+		r.receive(pkt)
+		r.receive(pkt)
+		r.flushDirect()
+	})
+	if allocs != 0 {
+		t.Fatalf("direct path allocates %.2f per batch", allocs)
+	}
+	if st := r.Stats(); st.Forwarded[KindForward] != 200+2*1001 {
+		t.Fatalf("forwarded %d", st.Forwarded[KindForward])
+	}
+}
+
+type nopSink struct{}
+
+func (nopSink) Send(pkts [][]byte, _ []netip.Addr) (int, error) { return len(pkts), nil }
