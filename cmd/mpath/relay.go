@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
+	"mpath/raw"
 	"mpath/relay"
 )
 
@@ -24,9 +25,11 @@ const relayMore = `
 The relay receives IPIP on every interface of its host and accepts a packet only when
 its outer source, inner source and inner destination are all inside --allow. Everything
 else is dropped and counted by reason (not_allowed, malformed, fragment, nested_tunnel,
-ttl_expired, to_self, martian, impair_loss, queue_full, send_error, overload). It never
-answers with ICMP (an nftables table "mpath_relay" drops the IPIP it captured, so the
-kernel does not answer either) and never forwards to its own addresses.
+ttl_expired, to_self, martian, impair_loss, queue_full, send_error, overload). The relay
+itself never sends ICMP, and an nftables table "mpath_relay" (owned by the process,
+gone when it ends) drops the IPIP from --allow sources after the relay captured it, so
+the kernel neither answers it with ICMP nor decapsulates a second copy. It never
+forwards to its own addresses.
 
 Modes:
   forward  strip the outer header, TTL-1, route the inner packet (a stock ipip relay)
@@ -109,7 +112,7 @@ func runRelay(args []string) error {
 	}
 	defer sink.Close()
 
-	var guard *relay.NFTGuard
+	var guard *raw.Guard
 	if !*noGuard {
 		guard, err = relay.InstallGuard(allow)
 		if err != nil {
@@ -117,7 +120,7 @@ func runRelay(args []string) error {
 			return err
 		}
 		defer func() {
-			if err := guard.Remove(); err != nil {
+			if err := guard.Close(); err != nil {
 				log.Warn("remove guard", zap.Error(err))
 			}
 		}()
