@@ -34,7 +34,9 @@ value per path; a single value applies to every path; empty or 0 means none.
 Examples:
   mpath lab up --paths 3 --rate 10mbit,10mbit,1mbit --delay 10ms,40ms,80ms --loss 0,0,1%
   mpath lab status
-  ip netns exec mpath-c ping -c1 -I 10.77.2.1 10.77.255.2
+  ip netns exec mpath-x ncat -lk 10.77.255.2 5000 >/dev/null &
+  ip netns exec mpath-c ncat -s 10.77.2.1 10.77.255.2 5000 </etc/services   # via relay 2
+  ip netns exec mpath-r2 curl -s 10.77.2.2:9100/metrics | grep forwarded
   mpath lab down
 `
 
