@@ -318,14 +318,16 @@ func (r *Relay) Run(ctx context.Context) error {
 		_ = r.src.Close()
 	}()
 	var err error
+	recv := r.receive // one method value, not one per batch
 	for err == nil {
-		err = r.src.Read(r.receive)
+		err = r.src.Read(recv)
 		r.flushDirect()
 	}
+	stopped := ctx.Err() != nil
 	close(closed)
 	cancel()
 	wg.Wait()
-	if ctx.Err() != nil && (errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled)) {
+	if stopped && (errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled)) {
 		return nil
 	}
 	return fmt.Errorf("relay: read: %w", err)

@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -280,3 +282,20 @@ func TestRelayAllocsDirect(t *testing.T) {
 type nopSink struct{}
 
 func (nopSink) Send(pkts [][]byte, _ []netip.Addr) (int, error) { return len(pkts), nil }
+
+// failingSource fails its first Read.
+type failingSource struct{}
+
+func (s failingSource) Read(func([]byte)) error { return errors.New("ring broke") }
+func (s failingSource) Close() error            { return nil }
+
+func TestRelayRunReportsSourceError(t *testing.T) {
+	allow, _ := ParseAllowlist("10.77.0.0/16")
+	r, err := New(Config{Allow: allow, LocalAddrs: func() ([]netip.Addr, error) { return nil, nil }}, failingSource{}, nopSink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Run(context.Background()); err == nil || !strings.Contains(err.Error(), "ring broke") {
+		t.Fatalf("Run = %v, want the source's error", err)
+	}
+}
