@@ -217,9 +217,9 @@ func TestAuto(t *testing.T) {
 	down.Up = false
 	pacedFast := fast
 	pacedFast.NextSend = t0.Add(100 * time.Microsecond)
-	twin := fast
-	twin.Name = "twin"
-	pacedTwin := twin
+	// A near twin of fast, 0.1 ms better in RTT but paced for another 20 µs: its
+	// expected arrival is 30 µs earlier, yet waiting for it would idle fast.
+	pacedTwin := mk("twin", 10e6, 9900*time.Microsecond)
 	pacedTwin.NextSend = t0.Add(20 * time.Microsecond)
 	for _, tc := range []struct {
 		name    string
@@ -392,5 +392,56 @@ func TestPickAllocs(t *testing.T) {
 	}
 	if a := testing.AllocsPerRun(1000, func() { Earliest(t0, paths, mss, 0) }); a != 0 {
 		t.Errorf("Earliest allocates %.1f times", a)
+	}
+}
+
+// TestExpectedArrival checks the arrival model against values worked by hand
+// (size 1000 bytes; the model is in estimate.go).
+func TestExpectedArrival(t *testing.T) {
+	ms := time.Millisecond
+	base := Path{Up: true, Cwnd: 10000, SRTT: 10 * ms, MinRTT: 10 * ms, DeliveryRate: 1e6}
+	with := func(f func(p *Path)) Path { p := base; f(&p); return p }
+	for _, tc := range []struct {
+		name string
+		p    Path
+		want time.Duration // 0: not ok
+	}{
+		// MinRTT/2 + size/rate = 5ms + 1ms.
+		{"idle", base, 6 * ms},
+		// Full window: 1000 bytes over it free up in 1ms, then as idle.
+		{"window full", with(func(p *Path) { p.InFlight = 10000 }), 7 * ms},
+		// 15000 in flight with a 20000 window: 5000 beyond the BDP queue ahead, 5ms.
+		{"queue ahead", with(func(p *Path) { p.Cwnd, p.InFlight = 20000, 15000 }), 11 * ms},
+		// RTT inflation the in-flight bytes do not explain: half of it, 5ms.
+		{"inflated RTT", with(func(p *Path) { p.SRTT = 20 * ms }), 11 * ms},
+		{"paced", with(func(p *Path) { p.NextSend = t0.Add(3 * ms) }), 9 * ms},
+		// No delivery rate: Cwnd/SRTT = 2e6 B/s, so 0.5ms on the wire.
+		{"rate from window", with(func(p *Path) { p.DeliveryRate, p.Cwnd = 0, 20000 }), 5500 * time.Microsecond},
+		// No window and no rate: one segment per SRTT (1e5 B/s): wait 10ms for room,
+		// 5ms one way, 10ms on the wire.
+		{"no window", with(func(p *Path) { p.DeliveryRate, p.Cwnd = 0, 0 }), 25 * ms},
+		{"down", with(func(p *Path) { p.Up = false }), 0},
+		{"unmeasured", with(func(p *Path) { p.SRTT, p.MinRTT = 0, 0 }), 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			d, ok := tc.p.ExpectedArrival(t0, 1000)
+			if ok != (tc.want > 0) {
+				t.Fatalf("ok = %v, want %v", ok, tc.want > 0)
+			}
+			if diff := d - tc.want; diff > time.Microsecond || diff < -time.Microsecond {
+				t.Fatalf("ExpectedArrival = %v, want %v", d, tc.want)
+			}
+		})
+	}
+}
+
+func TestWeightedCounts(t *testing.T) {
+	w := NewWeighted()
+	paths := weightedPaths(1, 1)
+	picks(w, paths, 3)
+	paths[0], paths[1] = full(paths[0]), full(paths[1])
+	picks(w, paths, 2)
+	if c := w.Counts(); c.Picks != 3 || c.Waits != 2 {
+		t.Fatalf("counts %+v, want 3 picks 2 waits", c)
 	}
 }
