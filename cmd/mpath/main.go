@@ -21,14 +21,20 @@ type command struct {
 	run     func(args []string) error
 }
 
-var commands = map[string]command{
-	"client": {"SOCKS5/HTTP proxy that sprays each connection over several paths", runClient},
-	"exit":   {"far end of the tunnel: accepts authenticated flows, dials the real servers", runExit},
-	"relay":  {"userspace IPIP forwarder with an allowlist and impairments", runRelay},
-	"lab":    {"one-machine network-namespace lab: lab up|down|status", runLab},
-	"bench":  {"apache-bench-like load through the proxy; --lab runs the thesis sweeps", runBench},
-	"demo":   {"lab up, a real download through mpath, a per-path table, lab down", runDemo},
-	"status": {"live per-path table from a running node's metrics endpoint", runStatus},
+// commands is filled in init: the subcommands' flag sets refer back to it for --help,
+// which a package-level initializer would turn into an initialization cycle.
+var commands map[string]command
+
+func init() {
+	commands = map[string]command{
+		"client": {"SOCKS5/HTTP proxy that sprays each connection over several paths", runClient},
+		"exit":   {"far end of the tunnel: accepts authenticated flows, dials the real servers", runExit},
+		"relay":  {"userspace IPIP forwarder with an allowlist and impairments", runRelay},
+		"lab":    {"one-machine network-namespace lab: lab up|down|status", runLab},
+		"bench":  {"apache-bench-like load through the proxy; --lab runs the thesis sweeps", runBench},
+		"demo":   {"lab up, a real download through mpath, a per-path table, lab down", runDemo},
+		"status": {"live per-path table from a running node's metrics endpoint", runStatus},
+	}
 }
 
 func usage() {
