@@ -114,8 +114,8 @@ type recvBuffer struct {
 	mu    sync.Mutex // guards the fields below
 	buf   []byte
 	head  int
-	eof   bool  // peer's FIN reached: Read returns io.EOF once drained
-	err   error // connection failed: Read returns it
+	eof   bool          // peer's FIN reached: Read returns io.EOF once drained
+	err   error         // connection failed: Read returns it
 	ready chan struct{} // capacity 1: signalled when data, EOF or an error arrived
 }
 

@@ -107,6 +107,7 @@ type endpoint struct {
 	paths               []pathState
 	view                []spray.Path
 	sched               spray.Scheduler
+	backlogPicker       spray.BacklogPicker // sched, when it weighs the send backlog
 	rotor               int // path rotation for SYNs and pure ACKs without a better choice
 	synAt               time.Time
 	synRetries          int
@@ -185,6 +186,7 @@ func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now ti
 		sched, _ = spray.New("auto")
 	}
 	e.sched = sched
+	e.backlogPicker, _ = sched.(spray.BacklogPicker)
 	return e
 }
 
@@ -437,6 +439,16 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 	}
 	if path >= 0 {
 		e.ackPathHint = path
+	}
+	// Acknowledge at once on the path the segment came by, so the sender's RTT for that
+	// path covers the same relay both ways (a batch of arrivals from several paths gets
+	// one ACK per path, not one on whichever path came last).
+	if e.ackNow && e.state != stateClosed && !e.done {
+		p := path
+		if p < 0 || p >= len(e.view) || !e.view[p].Up {
+			p = e.ackPath()
+		}
+		e.sendACK(now, p)
 	}
 }
 
@@ -895,6 +907,7 @@ func (e *endpoint) finish(err error) {
 	for p := range e.view {
 		e.view[p].InFlight = 0
 	}
+	e.rq.Reset()
 }
 
 // sendRST emits a reset with the given sequence number (and ACK when withAck).
@@ -1002,26 +1015,34 @@ func (e *endpoint) output(now time.Time) {
 	// Data segments carried the acknowledgement; send a pure ACK when none went out, or
 	// when there are SACK blocks to report (data segments carry no SACK option).
 	if e.ackNow && (!sentData || e.rq.Bytes() > 0) {
-		seq := e.sndNxt
-		seg := e.header(now, seq, 0)
-		if e.sackOK && e.rq.Bytes() > 0 {
-			n := 4
-			if e.tsOK {
-				n = 3
-			}
-			e.sackScratch = e.rq.Blocks(e.sackScratch[:0], n)
-			for i, b := range e.sackScratch {
-				seg.Options.SACK[i] = SACKBlock{Left: b.Left, Right: b.Right}
-			}
-			seg.Options.NSACK = uint8(len(e.sackScratch))
-		}
-		e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
+		e.sendACK(now, e.ackPath())
 	}
 	if e.ackNow || sentData {
 		e.ackNow = false
 		e.unacked = 0
 		e.delAckAt = time.Time{}
 	}
+}
+
+// sendACK emits a pure acknowledgement (with SACK blocks when data is held out of
+// order) on path p.
+func (e *endpoint) sendACK(now time.Time, p int) {
+	seg := e.header(now, e.sndNxt, 0)
+	if e.sackOK && e.rq.Bytes() > 0 {
+		n := 4
+		if e.tsOK {
+			n = 3
+		}
+		e.sackScratch = e.rq.Blocks(e.sackScratch[:0], n)
+		for i, b := range e.sackScratch {
+			seg.Options.SACK[i] = SACKBlock{Left: b.Left, Right: b.Right}
+		}
+		seg.Options.NSACK = uint8(len(e.sackScratch))
+	}
+	e.out = append(e.out, outSeg{path: p, seg: seg})
+	e.ackNow = false
+	e.unacked = 0
+	e.delAckAt = time.Time{}
 }
 
 // sendRetransmissions re-sends lost segments, lowest sequence first, each on the path
@@ -1061,9 +1082,13 @@ func (e *endpoint) sendRetransmissions(now time.Time) bool {
 // choice (and a pacing timer is armed).
 func (e *endpoint) pickPath(now time.Time, size, avoid int, retrans bool) int {
 	var p int
-	if retrans {
+	switch {
+	case retrans:
 		p = spray.Earliest(now, e.view, size, avoid)
-	} else {
+	case e.backlogPicker != nil:
+		// avoid carries the bytes still waiting to be sent for new data.
+		p = e.backlogPicker.PickBacklog(now, e.view, size, avoid)
+	default:
 		p = e.sched.Pick(now, e.view, size)
 	}
 	if p >= 0 && !e.paths[p].sendable(now) {
@@ -1125,7 +1150,7 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		if size == 0 {
 			break
 		}
-		p := e.pickPath(now, size, -1, false)
+		p := e.pickPath(now, size, avail, false)
 		if p < 0 {
 			break
 		}
