@@ -108,7 +108,7 @@ type endpoint struct {
 	view                []spray.Path
 	sched               spray.Scheduler
 	backlogPicker       spray.BacklogPicker // sched, when it weighs the send backlog
-	rotor               int // path rotation for SYNs and pure ACKs without a better choice
+	rotor               int                 // path rotation for SYNs and pure ACKs without a better choice
 	synAt               time.Time
 	synRetries          int
 	rexmitAt            time.Time // SYN / connection-level retransmission deadline

@@ -31,10 +31,10 @@ type scenario struct {
 	download bool   // server (B) sends to client (A) instead of A to B
 	seed     uint64
 	// optional: kill a path at a virtual time into the transfer, revive it later (0 = never)
-	killPath           int
-	killAt, reviveAt   time.Duration
-	weights            []int
-	recvWindow         int
+	killPath         int
+	killAt, reviveAt time.Duration
+	weights          []int
+	recvWindow       int
 }
 
 type result struct {
