@@ -1,0 +1,335 @@
+// Package benchtest holds test helpers for package bench and for `mpath bench`: a server
+// network namespace joined to the test's namespace by a veth pair (optionally
+// rate-limited with tbf, so that every client measures the same bottleneck instead of
+// its own CPU), an Apache instance serving files from a temporary directory inside it,
+// and runners for the reference tools ab and curl with parsers for their output.
+//
+// Everything that needs root skips the test with a clear message when not root or when
+// a tool is missing, uses names and addresses reserved for the test alone (through
+// labtest.Reserve: 10.B.250.0/24 of a base octet B nobody else holds) and is removed by
+// t.Cleanup, also when the test fails. Traffic goes only to addresses inside the
+// namespace made here. Helpers are safe to call from one test goroutine at a time.
+package benchtest
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"mpath/lab/labtest"
+)
+
+// RequireApache skips the test unless it runs as root with ip, tc, apache2, ab and curl
+// installed.
+func RequireApache(t testing.TB) {
+	t.Helper()
+	labtest.RequireRoot(t)
+	for _, tool := range []string{"apache2", "ab", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("skipping: %s not installed (apt-get install apache2 apache2-utils curl)", tool)
+		}
+	}
+}
+
+// Net is a server namespace joined to the test's namespace by a veth pair:
+// ClientAddr (10.B.250.1) on Dev here, ServerAddr (10.B.250.2) on eth0 in NS.
+type Net struct {
+	NS         string
+	Dev        string // the veth end in the test's namespace
+	ClientAddr string
+	ServerAddr string
+	Rate       string // tbf rate on the server's egress (the download direction); "" none
+}
+
+// NewNet makes a Net whose download direction is limited to rate (a tc rate such as
+// "200mbit"; "" for no limit) and removes it when the test ends.
+func NewNet(t testing.TB, rate string) *Net {
+	t.Helper()
+	RequireApache(t)
+	base, prefix := labtest.Reserve(t)
+	n := &Net{
+		NS:         prefix + "-web",
+		Dev:        prefix + "web",
+		ClientAddr: fmt.Sprintf("10.%d.250.1", base),
+		ServerAddr: fmt.Sprintf("10.%d.250.2", base),
+		Rate:       rate,
+	}
+	// A namespace or veth left by a killed earlier run with the same reserved base.
+	_ = exec.Command("ip", "netns", "del", n.NS).Run()
+	_ = exec.Command("ip", "link", "del", n.Dev).Run()
+	t.Cleanup(func() {
+		if out, err := exec.Command("ip", "netns", "del", n.NS).CombinedOutput(); err != nil {
+			t.Errorf("benchtest: ip netns del %s: %v: %s", n.NS, err, out)
+		}
+		// Deleting the namespace destroys the pair; this only catches a half-built one.
+		_ = exec.Command("ip", "link", "del", n.Dev).Run()
+	})
+	steps := [][]string{
+		{"ip", "netns", "add", n.NS},
+		{"ip", "link", "add", n.Dev, "type", "veth", "peer", "name", "eth0", "netns", n.NS},
+		{"ip", "addr", "add", n.ClientAddr + "/24", "dev", n.Dev},
+		{"ip", "link", "set", n.Dev, "up"},
+		{"ip", "-n", n.NS, "addr", "add", n.ServerAddr + "/24", "dev", "eth0"},
+		{"ip", "-n", n.NS, "link", "set", "eth0", "up"},
+		{"ip", "-n", n.NS, "link", "set", "lo", "up"},
+	}
+	if rate != "" {
+		// burst 64 KiB: at most ~1% of an 8 MB transfer passes unpaced; latency bounds the
+		// queue (TCP sees backpressure, not loss, at these sizes).
+		steps = append(steps, []string{"ip", "netns", "exec", n.NS, "tc", "qdisc", "add", "dev", "eth0",
+			"root", "tbf", "rate", rate, "burst", "64kb", "latency", "50ms"})
+	}
+	for _, s := range steps {
+		if out, err := exec.Command(s[0], s[1:]...).CombinedOutput(); err != nil {
+			t.Fatalf("benchtest: %s: %v: %s", strings.Join(s, " "), err, out)
+		}
+	}
+	return n
+}
+
+// Apache is an Apache httpd serving Dir on Addr ("host:port") inside a Net's namespace.
+type Apache struct {
+	Addr string
+	Dir  string // document root
+	conf string
+	pid  int
+}
+
+// URL returns the http URL of path on the server.
+func (a *Apache) URL(path string) string {
+	return "http://" + a.Addr + "/" + strings.TrimPrefix(path, "/")
+}
+
+// StartApache starts Apache in n's namespace on port 80 of n.ServerAddr serving files
+// (name -> content), waits until it accepts connections and stops it when the test
+// ends. Keep-alive is on with no limit on requests per connection.
+func StartApache(t testing.TB, n *Net, files map[string][]byte) *Apache {
+	t.Helper()
+	dir := t.TempDir()
+	docs := filepath.Join(dir, "htdocs")
+	if err := os.Mkdir(docs, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(docs, name), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The workers run as www-data: they need to traverse to the document root.
+	for d := docs; d != "/" && d != os.TempDir(); d = filepath.Dir(d) {
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &Apache{Addr: net.JoinHostPort(n.ServerAddr, "80"), Dir: docs, conf: filepath.Join(dir, "httpd.conf")}
+	conf := fmt.Sprintf(`ServerRoot /etc/apache2
+LoadModule mpm_event_module /usr/lib/apache2/modules/mod_mpm_event.so
+LoadModule authz_core_module /usr/lib/apache2/modules/mod_authz_core.so
+LoadModule dir_module /usr/lib/apache2/modules/mod_dir.so
+LoadModule mime_module /usr/lib/apache2/modules/mod_mime.so
+User www-data
+Group www-data
+ServerName %[1]s
+Listen %[2]s
+PidFile %[3]s/httpd.pid
+ErrorLog %[3]s/error.log
+LogLevel warn
+TypesConfig /etc/mime.types
+DocumentRoot %[4]s
+KeepAlive On
+MaxKeepAliveRequests 0
+StartServers 1
+ServerLimit 2
+ThreadsPerChild 16
+MaxRequestWorkers 32
+<Directory %[4]s>
+  Require all granted
+</Directory>
+`, n.ServerAddr, a.Addr, dir, docs)
+	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	// Registered first: stops whatever started, also after a failed start below.
+	t.Cleanup(func() { a.stop(t, dir) })
+	out, err := exec.Command("ip", "netns", "exec", n.NS, "apache2", "-f", a.conf, "-k", "start").CombinedOutput()
+	if err != nil {
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Fatalf("benchtest: apache2 -k start: %v: %s\nerror.log:\n%s", err, out, log)
+	}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		c, err := net.DialTimeout("tcp", a.Addr, time.Second)
+		if err == nil {
+			c.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+			t.Fatalf("benchtest: apache on %s not accepting after 15s: %v\nerror.log:\n%s", a.Addr, err, log)
+		}
+		time.Sleep(20 * time.Millisecond) // polling an observable condition with a deadline
+	}
+	a.pid = readPID(filepath.Join(dir, "httpd.pid"))
+	return a
+}
+
+func readPID(path string) int {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
+	return pid
+}
+
+// stop terminates the Apache parent (its children follow) and waits for it to go.
+func (a *Apache) stop(t testing.TB, dir string) {
+	pid := a.pid
+	if pid == 0 {
+		pid = readPID(filepath.Join(dir, "httpd.pid"))
+	}
+	if pid <= 0 {
+		return
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return // already gone
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for syscall.Kill(pid, 0) == nil {
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+			t.Errorf("benchtest: apache %d did not stop within 10s of SIGTERM; killed", pid)
+			return
+		}
+		time.Sleep(20 * time.Millisecond) // polling for the process to exit, with a deadline
+	}
+	if t.Failed() {
+		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		t.Logf("apache error.log:\n%s", log)
+	}
+}
+
+// AB runs ab with args (the URL last), fails the test if it fails, and returns its
+// report parsed by ParseAB.
+func AB(t testing.TB, args ...string) map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "ab", args...).CombinedOutput()
+	if err != nil {
+		t.Fatalf("benchtest: ab %s: %v\n%s", strings.Join(args, " "), err, out)
+	}
+	return ParseAB(string(out))
+}
+
+var abLine = regexp.MustCompile(`^([A-Za-z][A-Za-z0-9 -]*):\s+(\S+)`)
+
+// ParseAB reads the "Name:   value" lines of an ab report (and of bench's WriteText,
+// laid out the same) into name -> first word of the value; the second "Time per
+// request" line is stored as "Time per request (across)" and the percentile rows as
+// "P50" .. "P100".
+func ParseAB(report string) map[string]string {
+	m := make(map[string]string)
+	pct := regexp.MustCompile(`^\s+(\d+)%\s+(\d+)`)
+	for _, line := range strings.Split(report, "\n") {
+		if g := pct.FindStringSubmatch(line); g != nil {
+			m["P"+g[1]] = g[2]
+			continue
+		}
+		g := abLine.FindStringSubmatch(line)
+		if g == nil {
+			continue
+		}
+		key := g[1]
+		if _, dup := m[key]; dup && key == "Time per request" {
+			key = "Time per request (across)"
+		}
+		if _, dup := m[key]; !dup {
+			m[key] = g[2]
+		}
+	}
+	return m
+}
+
+// Float returns m[key] as a number, failing the test when it is missing or not one.
+func Float(t testing.TB, m map[string]string, key string) float64 {
+	t.Helper()
+	v, ok := m[key]
+	if !ok {
+		t.Fatalf("benchtest: report has no %q line (have %v)", key, m)
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		t.Fatalf("benchtest: %q is %q: %v", key, v, err)
+	}
+	return f
+}
+
+// CurlResult is one curl download.
+type CurlResult struct {
+	Speed  float64 // %{speed_download}: body bytes per second
+	Size   int64   // %{size_download}
+	SHA256 string  // of the body curl wrote
+}
+
+// Curl downloads url with curl (extra args before it, e.g. "--proxy", "socks5h://...")
+// into a temporary file and returns curl's own speed and size figures and the sha256
+// of what it wrote. It fails the test if curl fails or the status is not 200.
+func Curl(t testing.TB, url string, args ...string) CurlResult {
+	t.Helper()
+	f := filepath.Join(t.TempDir(), "curl.out")
+	argv := append([]string{"-sS", "--fail", "-o", f, "-w", "%{speed_download} %{size_download} %{http_code}"}, args...)
+	argv = append(argv, url)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, "curl", argv...)
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("benchtest: curl %s: %v: %s %s", strings.Join(argv, " "), err, out, stderr.Bytes())
+	}
+	var r CurlResult
+	var code int
+	if _, err := fmt.Sscanf(string(out), "%g %d %d", &r.Speed, &r.Size, &code); err != nil || code != 200 {
+		t.Fatalf("benchtest: curl output %q: %v (status %d)", out, err, code)
+	}
+	b, err := os.ReadFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if int64(len(b)) != r.Size {
+		t.Fatalf("benchtest: curl reports %d bytes, wrote %d", r.Size, len(b))
+	}
+	sum := sha256.Sum256(b)
+	r.SHA256 = hex.EncodeToString(sum[:])
+	return r
+}
+
+// ErrNotClose is returned by Within for values further apart than the tolerance.
+var ErrNotClose = errors.New("not within tolerance")
+
+// Within returns nil when got/want is within 1±tol, else an error saying by how much.
+func Within(got, want, tol float64) error {
+	if want <= 0 || got <= 0 {
+		return fmt.Errorf("%w: got %g, want %g (both must be positive)", ErrNotClose, got, want)
+	}
+	r := got / want
+	if r < 1-tol || r > 1+tol {
+		return fmt.Errorf("%w: got %.4g, want %.4g: ratio %.3f outside 1±%.2f", ErrNotClose, got, want, r, tol)
+	}
+	return nil
+}
