@@ -330,7 +330,7 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error 
 			l.drops[dropNotOurs].Add(1)
 			return
 		}
-		l.countRx(info, ifindex, len(pkt))
+		seg.Path = l.countRx(info, ifindex, len(pkt))
 		n++
 		if n == len(batch) {
 			deliver(batch[:n])
@@ -379,17 +379,18 @@ func (l *Link) countDecodeError(err error) {
 	l.drops[dropOther].Add(1)
 }
 
-// countRx attributes a delivered packet to a path: by outer source for IPIP (the relay),
-// else by interface.
-func (l *Link) countRx(info Info, ifindex, size int) {
-	for _, p := range l.paths {
+// countRx attributes a delivered packet to a path, by outer source for IPIP (the relay)
+// or else by interface, and returns the path's index (-1: none of ours).
+func (l *Link) countRx(info Info, ifindex, size int) int {
+	for i, p := range l.paths {
 		if (info.IPIP && p.cfg.Relay == info.OuterSrc) || (!info.IPIP && p.ifindex == ifindex && ifindex != 0) {
 			p.rxPackets.Add(1)
 			p.rxBytes.Add(uint64(size))
-			return
+			return i
 		}
 	}
 	l.rxOther.Add(1)
+	return -1
 }
 
 // Stats returns a snapshot of the counters.

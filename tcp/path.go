@@ -173,7 +173,13 @@ func (p *pathState) setPacingRate() {
 	if p.mode == modeStartup && !p.filledPipe && rate < p.pacingRate {
 		return // never slow down while still looking for the bandwidth
 	}
-	p.pacingRate = rate
+	// Floor: at least the minimum window per round trip, so a bad sample cannot stall
+	// the path.
+	rtt := p.srtt
+	if rtt <= 0 {
+		rtt = 100 * time.Millisecond
+	}
+	p.pacingRate = max(rate, float64(minCwndSeg*p.mss)/rtt.Seconds())
 }
 
 // onSend updates pacing and delivery-rate state for a transmission of size bytes
@@ -225,6 +231,11 @@ func (rs *rateSample) take(seg *txSeg, now time.Time) {
 	rs.has = true
 	rs.prior, rs.priorTime, rs.firstSent = seg.dlvd, seg.dlvdTime, seg.firstSent
 	rs.sentAt, rs.appLimited = seg.sentAt, seg.appLimited
+	if seg.dlvdTime.IsZero() {
+		// A SYN: it carries an RTT but no delivery-rate snapshot.
+		rs.priorTime, rs.firstSent = seg.sentAt, seg.sentAt
+		rs.appLimited = true
+	}
 	rs.rtt = 0
 	if seg.retrans == 0 {
 		rs.rtt = now.Sub(seg.sentAt)
@@ -253,6 +264,12 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 			p.rttSample(rs.rtt)
 		}
 		p.firstSentTime = rs.sentAt
+		// A round trip ends when a segment sent after the previous round began is delivered.
+		if rs.prior >= p.nextRoundDelivered {
+			p.nextRoundDelivered = p.delivered
+			p.round++
+			roundStart = true
+		}
 		// Rate sample: delivered over the longer of the send and ack intervals.
 		sendElapsed := rs.sentAt.Sub(rs.firstSent)
 		ackElapsed := now.Sub(rs.priorTime)
@@ -260,17 +277,8 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 		if interval > 0 && p.minRTT > 0 && interval >= p.minRTT/2 {
 			rate := float64(p.delivered-rs.prior) / interval.Seconds()
 			if !rs.appLimited || rate >= p.bw.get() {
-				if rs.prior >= p.nextRoundDelivered {
-					p.nextRoundDelivered = p.delivered
-					p.round++
-					roundStart = true
-				}
 				p.bw.update(rate, p.round, bwWindowRounds)
 			}
-		} else if rs.prior >= p.nextRoundDelivered {
-			p.nextRoundDelivered = p.delivered
-			p.round++
-			roundStart = true
 		}
 	}
 	p.v.DeliveryRate = p.bw.get()
@@ -289,6 +297,14 @@ func (p *pathState) checkFullPipe(rs *rateSample) {
 	}
 	// Heavy loss in a round ends the search (a shallow buffer overflowed).
 	if p.roundLost > 0 && p.roundLost*50 > p.roundDelivered+p.roundLost && p.roundLost >= uint64(3*p.mss) {
+		p.filledPipe = true
+		return
+	}
+	// A queue building up ends it too: with a bandwidth-delay product in flight the RTT
+	// has grown well past the path's minimum. This matters for paths the scheduler uses
+	// less than they could carry: their samples are application-limited, so the
+	// bandwidth-growth test below never runs for them.
+	if bdp := p.bdp(); bdp > 0 && float64(p.v.InFlight) >= bdp && p.srtt > p.minRTT*3/2+2*time.Millisecond {
 		p.filledPipe = true
 		return
 	}

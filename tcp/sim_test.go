@@ -35,6 +35,7 @@ type scenario struct {
 	killAt, reviveAt time.Duration
 	weights          []int
 	recvWindow       int
+	trace            time.Duration // log the sender's path state this often
 }
 
 type result struct {
@@ -179,6 +180,30 @@ func runScenario(t *testing.T, sc scenario) (res result) {
 			srv <- r
 		}()
 
+		if sc.trace > 0 {
+			snd := a
+			if sc.download {
+				snd = b
+			}
+			stop := make(chan struct{})
+			defer close(stop)
+			go func() {
+				tk := time.NewTicker(sc.trace)
+				defer tk.Stop()
+				t0 := time.Now()
+				for {
+					select {
+					case <-stop:
+						return
+					case <-tk.C:
+					}
+					for _, p := range snd.Stats().Paths {
+						t.Logf("t=%-6v %s tx=%d dlv=%d %-8s bw=%5.2fM pace=%5.2fM cwnd=%6d infl=%6d srtt=%v min=%v lost=%d", time.Since(t0).Round(time.Millisecond), p.Name, p.TxPackets, p.Delivered, p.Mode,
+							p.DeliveryRate*8/mbit, p.PacingRate*8/mbit, p.Cwnd, p.InFlight, p.SRTT.Round(time.Millisecond), p.MinRTT.Round(time.Millisecond), p.Lost)
+					}
+				}
+			}()
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		start := time.Now()

@@ -24,6 +24,8 @@ type PathStats struct {
 	Cwnd         int
 	InFlight     int
 	DeliveryRate float64 // bytes/s, summed over connections
+	PacingRate   float64 // bytes/s, summed over connections
+	Mode         string  // congestion-control mode of the last live connection (startup, drain, probe_bw)
 	Flows        int     // connections with a rate sample on this path
 }
 
@@ -109,6 +111,8 @@ func (l *loop) fillStats(req *statsReq) {
 			out.Cwnd += v.Cwnd
 			out.InFlight += v.InFlight
 			out.DeliveryRate += v.DeliveryRate
+			out.PacingRate += ps.pacingRate
+			out.Mode = ps.mode.String()
 			if ps.minRTT > 0 {
 				out.Flows++
 				out.MinRTT += ps.minRTT

@@ -1,7 +1,222 @@
 package main
 
-import "errors"
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.uber.org/zap"
+
+	"mpath/socks"
+	"mpath/tcp"
+)
+
+const clientMore = `
+Each connection accepted by a front becomes one engine flow. In tunnel mode (the
+default) the flow goes to an 'mpath exit' (--exit), which checks the request's HMAC
+(--psk-file, the same key file as the exit's) and dials the real target; names are
+resolved at the exit. In direct mode (--direct) the flow goes straight to the target,
+an unmodified server, through relays in forward mode; names are resolved here.
+
+Every segment of a flow is wrapped in IPIP and sprayed over the --path list; what comes
+back is captured with AF_PACKET and reordered per flow. An nftables table (owned by the
+process, gone when it ends) keeps this host's kernel from answering engine flows.
+
+Listening on a non-loopback address needs --socks-user/--socks-password-file, or
+--force-open to run an open proxy on purpose.
+
+Examples:
+  mpath client --exit 10.77.255.2:7000 --psk-file /etc/mpath/psk \
+      --path dev=c1,relay=10.77.1.2 --path dev=c2,relay=10.77.2.2 --addr 10.77.255.1
+  curl --socks5-hostname 127.0.0.1:1080 http://example.org/
+  mpath client --direct --path dev=c1,relay=10.77.1.2 --path dev=c2,relay=10.77.2.2
+`
 
 func runClient(args []string) error {
-	return errors.New("not implemented yet")
+	args, err := withConfigFile(args)
+	if err != nil {
+		return err
+	}
+	fs := newFlagSet("client", "[--socks ADDR:PORT] [--http ADDR:PORT] (--exit ADDR:PORT --psk-file FILE | --direct) --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", clientMore)
+	var ef engineFlags
+	ef.register(fs)
+	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 front listen `address` (empty: off)")
+	httpAddr := fs.String("http", "", "HTTP proxy front listen `address` for http_proxy/https_proxy, e.g. 127.0.0.1:8080 (empty: off)")
+	exitAddr := fs.String("exit", "", "the exit's engine `address:port` (tunnel mode)")
+	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key shared with the exit (at least 16 bytes)")
+	direct := fs.Bool("direct", false, "direct mode: flows go straight to their targets (unmodified servers), no exit")
+	fs.StringVar(&ef.addr, "addr", "", "inner source `IPv4` address of the flows (default: the first path's address)")
+	user := fs.String("socks-user", "", "require this user `name` on the fronts (RFC 1929 for SOCKS, Basic for HTTP)")
+	passFile := fs.String("socks-password-file", "", "`file` whose first line is the password for --socks-user")
+	forceOpen := fs.Bool("force-open", false, "allow listening on a non-loopback address without authentication (an open proxy)")
+	maxConns := fs.Int("max-conns", 1024, "most proxy connections at once per front")
+	handshake := fs.Duration("handshake-timeout", 10*time.Second, "time a proxy client has to finish its handshake")
+	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "time to open a flow and hear the exit's answer")
+	config := fs.String("config", "", "read flags from `file`, one per line (\"path dev=c1,relay=10.77.1.2\"); command-line flags win")
+	_ = config
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if *socksAddr == "" && *httpAddr == "" {
+		return errors.New("no front: give --socks and/or --http")
+	}
+	var users map[string]string
+	if *user != "" || *passFile != "" {
+		if users, err = socks.LoadUsers(*user, *passFile); err != nil {
+			return err
+		}
+	}
+	for _, a := range []string{*socksAddr, *httpAddr} {
+		if a != "" {
+			if err := socks.CheckListen(a, users != nil, *forceOpen); err != nil {
+				return err
+			}
+		}
+	}
+	var exit netip.AddrPort
+	var key []byte
+	if *direct {
+		if *exitAddr != "" || *pskFile != "" {
+			return errors.New("--direct takes no --exit or --psk-file")
+		}
+	} else {
+		if *exitAddr == "" {
+			return errors.New("--exit is required (or --direct)")
+		}
+		if exit, err = netip.ParseAddrPort(*exitAddr); err != nil || !exit.Addr().Is4() {
+			return fmt.Errorf("--exit %q: want IPv4:port", *exitAddr)
+		}
+		if *pskFile == "" {
+			return errors.New("--psk-file is required in tunnel mode")
+		}
+		if key, err = socks.LoadKey(*pskFile); err != nil {
+			return err
+		}
+	}
+	if len(ef.paths) == 0 {
+		return errors.New("at least one --path is needed")
+	}
+	var addr netip.Addr
+	if ef.addr != "" {
+		if addr, err = netip.ParseAddr(ef.addr); err != nil || !addr.Is4() {
+			return fmt.Errorf("--addr %q: want an IPv4 address", ef.addr)
+		}
+	} else if addr, err = defaultAddr(&ef); err != nil {
+		return err
+	}
+
+	log := newLogger(ef.debug).Named("client")
+	defer log.Sync()
+	n, err := startNode(log, &ef, addr, nil, false)
+	if err != nil {
+		return err
+	}
+	defer n.close()
+
+	var dialer socks.Dialer
+	if *direct {
+		dialer = &socks.DirectDialer{Timeout: *dialTimeout, Dial: engineDialer(n)}
+	} else {
+		dialer = &socks.TunnelDialer{
+			Key:     key,
+			Timeout: *dialTimeout,
+			Logger:  log.Named("tunnel"),
+			Flow: func(ctx context.Context, first []byte) (net.Conn, error) {
+				return n.stack.DialOptions(ctx, exit, tcp.DialOptions{SYNData: first})
+			},
+		}
+	}
+	coll := newNodeCollector("client", n.stack, n.link)
+	type front interface {
+		Serve(net.Listener) error
+		Shutdown(context.Context) error
+	}
+	var fronts []front
+	if *socksAddr != "" {
+		s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, Logger: log.Named("socks")})
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", *socksAddr)
+		if err != nil {
+			return fmt.Errorf("socks front: %w", err)
+		}
+		coll.socks = s
+		fronts = append(fronts, s)
+		go s.Serve(ln)
+		log.Info("socks5 front", zap.String("addr", ln.Addr().String()))
+	}
+	if *httpAddr != "" {
+		s, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, Logger: log.Named("http")})
+		if err != nil {
+			return err
+		}
+		ln, err := net.Listen("tcp", *httpAddr)
+		if err != nil {
+			return fmt.Errorf("http front: %w", err)
+		}
+		coll.http = s
+		fronts = append(fronts, s)
+		go s.Serve(ln)
+		log.Info("http front", zap.String("addr", ln.Addr().String()))
+	}
+	ctx, cancel := signalContext()
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(coll)
+	if err := serveMetrics(ctx, log, ef.metrics, reg); err != nil {
+		return err
+	}
+	mode := "tunnel"
+	if *direct {
+		mode = "direct"
+	}
+	log.Info("client ready", zap.String("mode", mode), zap.Stringer("addr", addr), zap.Strings("paths", n.stack.Paths()),
+		zap.String("scheduler", ef.scheduler))
+	select {
+	case <-ctx.Done():
+	case err := <-n.done:
+		return fmt.Errorf("link stopped: %w", err)
+	}
+	log.Info("shutting down: no new connections, open flows get --drain to finish", zap.Duration("drain", ef.drain))
+	sctx, scancel := context.WithTimeout(context.Background(), ef.drain)
+	defer scancel()
+	for _, f := range fronts {
+		f.Shutdown(sctx)
+	}
+	return nil
+}
+
+// engineDialer dials targets (IPv4 literals; names resolved here) with engine flows.
+func engineDialer(n *node) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		host, port, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, err
+		}
+		ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+		if err != nil {
+			return nil, err
+		}
+		pn, err := net.LookupPort("tcp", port)
+		if err != nil {
+			return nil, err
+		}
+		var last error
+		for _, ip := range ips {
+			c, err := n.stack.Dial(ctx, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+			if err == nil {
+				return c, nil
+			}
+			last = err
+		}
+		return nil, last
+	}
 }

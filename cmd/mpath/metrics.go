@@ -1,0 +1,173 @@
+package main
+
+import (
+	"strconv"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"mpath/raw"
+	"mpath/socks"
+	"mpath/tcp"
+)
+
+// nodeCollector exports a node's per-path and per-node state as Prometheus metrics, read
+// from snapshots at scrape time (the engine keeps its own counters; nothing is
+// double-booked). Metric names are the contract with `mpath status`.
+type nodeCollector struct {
+	role   string
+	stack  *tcp.Stack
+	link   *raw.Link
+	socks  *socks.SOCKSServer
+	http   *socks.HTTPServer
+	exit   *socks.Exit
+	descs  map[string]*prometheus.Desc
+	labels []string
+}
+
+var pathMetrics = []struct{ name, help string }{
+	{"mpath_path_up", "1 when the path is up, 0 when marked down by health checks"},
+	{"mpath_path_tx_packets_total", "segments sent on the path"},
+	{"mpath_path_tx_bytes_total", "bytes sent on the path (TCP/IP headers included)"},
+	{"mpath_path_rx_packets_total", "segments received on the path"},
+	{"mpath_path_rx_bytes_total", "bytes received on the path"},
+	{"mpath_path_delivered_bytes_total", "bytes sent on the path that the peer acknowledged"},
+	{"mpath_path_retransmits_total", "segments re-sent on the path"},
+	{"mpath_path_lost_total", "segments declared lost on the path"},
+	{"mpath_path_spurious_total", "segments declared lost on the path that arrived after all"},
+	{"mpath_path_send_errors_total", "batches the link failed to send on the path"},
+	{"mpath_path_srtt_seconds", "smoothed RTT of the path (latest connection with a sample)"},
+	{"mpath_path_min_rtt_seconds", "minimum RTT of the path, averaged over live connections"},
+	{"mpath_path_cwnd_bytes", "congestion windows of the path, summed over live connections"},
+	{"mpath_path_inflight_bytes", "bytes in flight on the path, summed over live connections"},
+	{"mpath_path_delivery_rate_bytes", "measured delivery rate of the path in bytes/s, summed over live connections"},
+	{"mpath_path_share", "fraction of all delivered bytes that went over the path"},
+}
+
+var nodeMetrics = []struct{ name, help string }{
+	{"mpath_flows", "engine connections (all states)"},
+	{"mpath_reorder_max_depth", "most segments held out of order by one live connection"},
+	{"mpath_reorder_held_bytes", "bytes held out of order now, all connections"},
+	{"mpath_reorder_hold_max_seconds", "longest time a live connection held a segment out of order"},
+	{"mpath_engine_drops_total", "segments the engine dropped, by reason"},
+	{"mpath_link_drops_total", "packets the raw link dropped, by reason"},
+	{"mpath_front_total", "proxy front counters, by front and event"},
+	{"mpath_exit_total", "exit counters, by event"},
+	{"mpath_exit_refused_total", "exit requests refused, by reason"},
+	{"mpath_exit_active", "flows the exit is relaying now"},
+}
+
+func newNodeCollector(role string, stack *tcp.Stack, link *raw.Link) *nodeCollector {
+	c := &nodeCollector{role: role, stack: stack, link: link, descs: map[string]*prometheus.Desc{}}
+	for _, m := range pathMetrics {
+		c.descs[m.name] = prometheus.NewDesc(m.name, m.help, []string{"path", "index"}, prometheus.Labels{"role": role})
+	}
+	for _, m := range nodeMetrics {
+		var labels []string
+		switch m.name {
+		case "mpath_engine_drops_total", "mpath_link_drops_total", "mpath_exit_refused_total":
+			labels = []string{"reason"}
+		case "mpath_front_total":
+			labels = []string{"front", "event"}
+		case "mpath_exit_total":
+			labels = []string{"event"}
+		}
+		c.descs[m.name] = prometheus.NewDesc(m.name, m.help, labels, prometheus.Labels{"role": role})
+	}
+	return c
+}
+
+func (c *nodeCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range c.descs {
+		ch <- d
+	}
+}
+
+func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
+	st := c.stack.Stats()
+	var total uint64
+	for _, p := range st.Paths {
+		total += p.Delivered
+	}
+	for i, p := range st.Paths {
+		idx := strconv.Itoa(i)
+		up := 0.0
+		if p.Up {
+			up = 1
+		}
+		share := 0.0
+		if total > 0 {
+			share = float64(p.Delivered) / float64(total)
+		}
+		vals := map[string]float64{
+			"mpath_path_up":                    up,
+			"mpath_path_tx_packets_total":      float64(p.TxPackets),
+			"mpath_path_tx_bytes_total":        float64(p.TxBytes),
+			"mpath_path_rx_packets_total":      float64(p.RxPackets),
+			"mpath_path_rx_bytes_total":        float64(p.RxBytes),
+			"mpath_path_delivered_bytes_total": float64(p.Delivered),
+			"mpath_path_retransmits_total":     float64(p.Retransmits),
+			"mpath_path_lost_total":            float64(p.Lost),
+			"mpath_path_spurious_total":        float64(p.Spurious),
+			"mpath_path_send_errors_total":     float64(p.SendErrors),
+			"mpath_path_srtt_seconds":          p.SRTT.Seconds(),
+			"mpath_path_min_rtt_seconds":       p.MinRTT.Seconds(),
+			"mpath_path_cwnd_bytes":            float64(p.Cwnd),
+			"mpath_path_inflight_bytes":        float64(p.InFlight),
+			"mpath_path_delivery_rate_bytes":   p.DeliveryRate,
+			"mpath_path_share":                 share,
+		}
+		for _, m := range pathMetrics {
+			typ := prometheus.GaugeValue
+			if len(m.name) > 6 && m.name[len(m.name)-6:] == "_total" {
+				typ = prometheus.CounterValue
+			}
+			ch <- prometheus.MustNewConstMetric(c.descs[m.name], typ, vals[m.name], p.Name, idx)
+		}
+	}
+	gauge := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.GaugeValue, v, labels...)
+	}
+	counter := func(name string, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(c.descs[name], prometheus.CounterValue, v, labels...)
+	}
+	gauge("mpath_flows", float64(st.Flows))
+	gauge("mpath_reorder_max_depth", float64(st.ReorderMaxDepth))
+	gauge("mpath_reorder_held_bytes", float64(st.ReorderHeldBytes))
+	gauge("mpath_reorder_hold_max_seconds", st.ReorderHoldMax.Seconds())
+	counter("mpath_engine_drops_total", float64(st.DropsNotOurs), "not_ours")
+	counter("mpath_engine_drops_total", float64(st.DropsNoConn), "no_connection")
+	counter("mpath_engine_drops_total", float64(st.DropsBacklog), "backlog_full")
+	if c.link != nil {
+		for reason, v := range c.link.Stats().Drops {
+			counter("mpath_link_drops_total", float64(v), reason)
+		}
+	}
+	front := func(name string, s socks.FrontStats) {
+		counter("mpath_front_total", float64(s.Accepted), name, "accepted")
+		counter("mpath_front_total", float64(s.OverLimit), name, "over_limit")
+		counter("mpath_front_total", float64(s.HandshakeFailed), name, "handshake_failed")
+		counter("mpath_front_total", float64(s.AuthFailed), name, "auth_failed")
+		counter("mpath_front_total", float64(s.DialFailed), name, "dial_failed")
+		counter("mpath_front_total", float64(s.Relayed), name, "relayed")
+		counter("mpath_front_total", float64(s.BytesUp), name, "bytes_up")
+		counter("mpath_front_total", float64(s.BytesDown), name, "bytes_down")
+	}
+	if c.socks != nil {
+		front("socks", c.socks.Stats())
+	}
+	if c.http != nil {
+		front("http", c.http.Stats())
+	}
+	if c.exit != nil {
+		s := c.exit.Stats()
+		counter("mpath_exit_total", float64(s.Accepted), "accepted")
+		counter("mpath_exit_total", float64(s.OverLimit), "over_limit")
+		counter("mpath_exit_total", float64(s.Relayed), "relayed")
+		counter("mpath_exit_total", float64(s.BytesToTarget), "bytes_to_target")
+		counter("mpath_exit_total", float64(s.BytesFromTarget), "bytes_from_target")
+		for reason, v := range s.Refused {
+			counter("mpath_exit_refused_total", float64(v), reason)
+		}
+		gauge("mpath_exit_active", float64(s.Active))
+	}
+}
