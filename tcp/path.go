@@ -300,18 +300,21 @@ func (p *pathState) checkFullPipe(rs *rateSample) {
 		p.filledPipe = true
 		return
 	}
-	// A queue building up ends it too: with a bandwidth-delay product in flight the RTT
-	// has grown well past the path's minimum. This matters for paths the scheduler uses
-	// less than they could carry: their samples are application-limited, so the
-	// bandwidth-growth test below never runs for them.
-	if bdp := p.bdp(); bdp > 0 && float64(p.v.InFlight) >= bdp && p.srtt > p.minRTT*3/2+2*time.Millisecond {
+	// A queue building up ends it too, once the bandwidth also stopped growing: with a
+	// bandwidth-delay product in flight the RTT has grown well past the path's minimum.
+	// This matters for paths the scheduler uses less than they could carry: their samples
+	// are application-limited, so the bandwidth-growth test below never runs for them.
+	// The margin (at least 4 ms) keeps capture-timer jitter on LAN paths from counting.
+	bw := p.bw.get()
+	if bdp := p.bdp(); bdp > 0 && float64(p.v.InFlight) >= bdp && bw < p.fullBw*1.25 &&
+		p.srtt > p.minRTT+max(p.minRTT/2, 4*time.Millisecond) {
 		p.filledPipe = true
 		return
 	}
 	if rs.appLimited {
+		p.fullBw = max(p.fullBw, bw)
 		return
 	}
-	bw := p.bw.get()
 	if bw >= p.fullBw*1.25 {
 		p.fullBw, p.fullBwCount = bw, 0
 		return

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	_ "net/http/pprof"
 	"net/netip"
 	"os"
 	"os/signal"
@@ -178,6 +179,7 @@ type engineFlags struct {
 	debug      bool
 	noGuard    bool
 	drain      time.Duration
+	pprof      string
 }
 
 func (f *engineFlags) register(fs *flag.FlagSet) {
@@ -188,6 +190,7 @@ func (f *engineFlags) register(fs *flag.FlagSet) {
 	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `bytes` (at least 2 x sum of path rates x largest RTT)")
 	fs.BoolVar(&f.debug, "debug", false, "debug logging")
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
+	fs.StringVar(&f.pprof, "pprof", "", "serve Go's net/http/pprof at `ADDR` (profiling; empty: off)")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, how long open flows may take to finish before they are reset")
 }
 
@@ -240,6 +243,9 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 	if err != nil {
 		link.Close()
 		return nil, err
+	}
+	if f.pprof != "" {
+		go http.ListenAndServe(f.pprof, nil) // net/http/pprof registers on the default mux
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{log: log, link: link, stack: stack, stop: cancel, done: make(chan error, 1)}
