@@ -18,6 +18,7 @@ package bench
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"crypto/tls"
@@ -172,8 +173,9 @@ func (r *runner) setupDial(ctx context.Context) error {
 		return fmt.Errorf("%w: %v", ErrBadProxy, err)
 	}
 	socks := d.(proxy.ContextDialer)
-	// socks5:// resolves the target here, once (as ab does); socks5h:// sends the name.
-	var resolved string
+	// socks5:// resolves the target here, once (as ab does), and tries its addresses in
+	// order, IPv4 first; socks5h:// sends the name for the proxy to resolve.
+	var resolved []string
 	if r.proxy.Scheme == "socks5" {
 		host := r.target.Hostname()
 		if _, err := netip.ParseAddr(host); err != nil {
@@ -181,17 +183,42 @@ func (r *runner) setupDial(ctx context.Context) error {
 			if err != nil || len(addrs) == 0 {
 				return fmt.Errorf("resolve %s for socks5 (use socks5h:// to resolve at the proxy): %v", host, err)
 			}
-			resolved = addrs[0].Unmap().String()
+			slices.SortStableFunc(addrs, func(a, b netip.Addr) int {
+				return cmp.Compare(boolInt(!a.Unmap().Is4()), boolInt(!b.Unmap().Is4()))
+			})
+			for _, a := range addrs {
+				resolved = append(resolved, a.Unmap().String())
+			}
 		}
 	}
 	r.dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if resolved != "" {
-			_, port, _ := net.SplitHostPort(addr)
-			addr = net.JoinHostPort(resolved, port)
+		if len(resolved) == 0 {
+			return socks.DialContext(ctx, network, addr)
 		}
-		return socks.DialContext(ctx, network, addr)
+		_, port, _ := net.SplitHostPort(addr)
+		var firstErr error
+		for _, ip := range resolved {
+			c, err := socks.DialContext(ctx, network, net.JoinHostPort(ip, port))
+			if err == nil {
+				return c, nil
+			}
+			if firstErr == nil {
+				firstErr = err
+			}
+			if ctx.Err() != nil {
+				break
+			}
+		}
+		return nil, firstErr
 	}
 	return nil
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // dialFunc adapts a dial function to proxy.Dialer and proxy.ContextDialer.

@@ -294,4 +294,3 @@ func TestDistPercentilesLikeAB(t *testing.T) {
 		t.Errorf("empty dist %+v", e)
 	}
 }
-
