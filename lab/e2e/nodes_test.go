@@ -27,6 +27,27 @@ const (
 	drainFlag      = "--drain=2s" // SIGTERM waits at most this long for open flows
 )
 
+// mpathBin is the mpath binary under test: $MPATH_E2E_BIN when set (a binary built
+// beforehand, e.g. from a clean checkout), else labtest.Mpath's build of ./cmd/mpath.
+func mpathBin(t *testing.T) string {
+	t.Helper()
+	if p := os.Getenv("MPATH_E2E_BIN"); p != "" {
+		if _, err := os.Stat(p); err != nil {
+			t.Fatalf("MPATH_E2E_BIN: %v", err)
+		}
+		return p
+	}
+	return labtest.Mpath(t)
+}
+
+// newLab builds a lab for the test (labtest.New) running mpathBin's relays.
+func newLab(t *testing.T, cfg lab.Config) *lab.Lab {
+	t.Helper()
+	labtest.RequireRoot(t)
+	cfg.MpathBin = mpathBin(t)
+	return labtest.New(t, cfg)
+}
+
 // node is a running mpath client or exit.
 type node struct {
 	*proc
@@ -84,7 +105,7 @@ func startExit(t *testing.T, l *lab.Lab, psk string, extra ...string) *node {
 	t.Helper()
 	listen := fmt.Sprintf("%s:%d", l.ExitAddr(), exitPort)
 	metrics := fmt.Sprintf("%s:%d", l.ExitAddr(), exitMetricPort)
-	args := []string{labtest.Mpath(t), "exit", "--listen", listen, "--psk-file", psk, "--metrics", metrics, drainFlag}
+	args := []string{mpathBin(t), "exit", "--listen", listen, "--psk-file", psk, "--metrics", metrics, drainFlag}
 	for i := 1; i <= l.N(); i++ {
 		dev, _, relay := l.ExitPath(i)
 		args = append(args, "--path", fmt.Sprintf("dev=%s,relay=%s", dev, relay))
@@ -109,7 +130,7 @@ type clientOpts struct {
 // socksAddr, inner address ClientAddr, one path per relay) and waits until it is ready.
 func startClient(t *testing.T, l *lab.Lab, o clientOpts) *node {
 	t.Helper()
-	args := []string{labtest.Mpath(t), "client", "--socks", socksAddr, "--addr", l.ClientAddr().String(),
+	args := []string{mpathBin(t), "client", "--socks", socksAddr, "--addr", l.ClientAddr().String(),
 		"--metrics", clientMetrics, drainFlag}
 	if o.direct {
 		args = append(args, "--direct")
@@ -163,4 +184,17 @@ func pathRate(t *testing.T, l *lab.Lab, i int) float64 {
 		t.Fatalf("rate %q: the tests write rates as <N>mbit", r)
 	}
 	return f * 1e6
+}
+
+// logPathCounters logs, for each of a node's n paths, the segments sent, retransmitted,
+// declared lost and found spurious between two scrapes.
+func logPathCounters(t *testing.T, who string, n int, before, after map[string]float64) {
+	t.Helper()
+	var b strings.Builder
+	for i := range n {
+		d := func(name string) float64 { return pathMetric(after, name, i) - pathMetric(before, name, i) }
+		fmt.Fprintf(&b, " path%d: tx %.0f retx %.0f lost %.0f spurious %.0f;", i+1,
+			d("mpath_path_tx_packets_total"), d("mpath_path_retransmits_total"), d("mpath_path_lost_total"), d("mpath_path_spurious_total"))
+	}
+	t.Logf("%s segments:%s", who, b.String())
 }

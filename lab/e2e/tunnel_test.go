@@ -88,7 +88,7 @@ func testTunnel(t *testing.T, mode string) {
 	if raceOn {
 		goN = 2 << 20 // the Go servers run in this (race-instrumented) binary
 	}
-	l := labtest.New(t, lab.Config{Paths: threePaths(), RelayMode: mode})
+	l := newLab(t, lab.Config{Paths: threePaths(), RelayMode: mode})
 	cns, xns := l.ClientNS(), l.ExitNS()
 	xa := l.ExitAddr().String()
 	dir := t.TempDir()
