@@ -105,7 +105,6 @@ type Apache struct {
 	Addr string
 	Dir  string // document root
 	conf string
-	pid  int
 }
 
 // URL returns the http URL of path on the server.
@@ -113,9 +112,9 @@ func (a *Apache) URL(path string) string {
 	return "http://" + a.Addr + "/" + strings.TrimPrefix(path, "/")
 }
 
-// StartApache starts Apache in n's namespace on port 80 of n.ServerAddr serving files
-// (name -> content), waits until it accepts connections and stops it when the test
-// ends. Keep-alive is on with no limit on requests per connection.
+// StartApache starts Apache (in the foreground, as a child of the test) in n's namespace
+// on port 80 of n.ServerAddr serving files (name -> content), waits until it accepts
+// connections and stops it when the test ends. Keep-alive is on with no limit on requests per connection.
 func StartApache(t testing.TB, n *Net, files map[string][]byte) *Apache {
 	t.Helper()
 	dir := t.TempDir()
@@ -162,13 +161,32 @@ MaxRequestWorkers 32
 	if err := os.WriteFile(a.conf, []byte(conf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Registered first: stops whatever started, also after a failed start below.
-	t.Cleanup(func() { a.stop(t, dir) })
-	out, err := exec.Command("ip", "netns", "exec", n.NS, "apache2", "-f", a.conf, "-k", "start").CombinedOutput()
-	if err != nil {
-		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		t.Fatalf("benchtest: apache2 -k start: %v: %s\nerror.log:\n%s", err, out, log)
+	// In the foreground, as the test's own child: the test waits for it and reaps it.
+	cmd := exec.Command("ip", "netns", "exec", n.NS, "apache2", "-f", a.conf, "-DFOREGROUND")
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("benchtest: start apache2: %v", err)
 	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	errorLog := func() string {
+		b, _ := os.ReadFile(filepath.Join(dir, "error.log"))
+		return fmt.Sprintf("output: %s\nerror.log:\n%s", out.Bytes(), b)
+	}
+	t.Cleanup(func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM) // graceful stop; the workers follow the parent
+		select {
+		case <-exited:
+		case <-time.After(10 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+			t.Errorf("benchtest: apache did not stop within 10s of SIGTERM; killed")
+		}
+		if t.Failed() {
+			t.Logf("apache %s", errorLog())
+		}
+	})
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		c, err := net.DialTimeout("tcp", a.Addr, time.Second)
@@ -176,50 +194,18 @@ MaxRequestWorkers 32
 			c.Close()
 			break
 		}
+		select {
+		case werr := <-exited:
+			exited <- werr // for the cleanup
+			t.Fatalf("benchtest: apache2 exited at start: %v\n%s", werr, errorLog())
+		default:
+		}
 		if time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-			t.Fatalf("benchtest: apache on %s not accepting after 15s: %v\nerror.log:\n%s", a.Addr, err, log)
+			t.Fatalf("benchtest: apache on %s not accepting after 15s: %v\n%s", a.Addr, err, errorLog())
 		}
 		time.Sleep(20 * time.Millisecond) // polling an observable condition with a deadline
 	}
-	a.pid = readPID(filepath.Join(dir, "httpd.pid"))
 	return a
-}
-
-func readPID(path string) int {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	return pid
-}
-
-// stop terminates the Apache parent (its children follow) and waits for it to go.
-func (a *Apache) stop(t testing.TB, dir string) {
-	pid := a.pid
-	if pid == 0 {
-		pid = readPID(filepath.Join(dir, "httpd.pid"))
-	}
-	if pid <= 0 {
-		return
-	}
-	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
-		return // already gone
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for syscall.Kill(pid, 0) == nil {
-		if time.Now().After(deadline) {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-			t.Errorf("benchtest: apache %d did not stop within 10s of SIGTERM; killed", pid)
-			return
-		}
-		time.Sleep(20 * time.Millisecond) // polling for the process to exit, with a deadline
-	}
-	if t.Failed() {
-		log, _ := os.ReadFile(filepath.Join(dir, "error.log"))
-		t.Logf("apache error.log:\n%s", log)
-	}
 }
 
 // AB runs ab with args (the URL last), fails the test if it fails, and returns its
