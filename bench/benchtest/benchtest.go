@@ -154,6 +154,8 @@ StartServers 1
 ServerLimit 2
 ThreadsPerChild 16
 MaxRequestWorkers 32
+MinSpareThreads 8
+MaxSpareThreads 32
 <Directory %[4]s>
   Require all granted
 </Directory>
