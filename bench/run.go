@@ -252,9 +252,8 @@ func (r *runner) transport() *http.Transport {
 		MaxIdleConnsPerHost: 1,
 		TLSClientConfig:     r.cfg.TLS,
 		// HTTP/1.1 only, like ab: a non-nil empty map turns HTTP/2 off.
-		TLSNextProto:    map[string]func(string, *tls.Conn) http.RoundTripper{},
-		ReadBufferSize:  64 << 10,
-		WriteBufferSize: 4 << 10,
+		// Default 4 KiB read buffer: body reads into the worker's 64 KiB buffer bypass it.
+		TLSNextProto: map[string]func(string, *tls.Conn) http.RoundTripper{},
 	}
 	if r.proxy != nil && (r.proxy.Scheme == "http" || r.proxy.Scheme == "https") {
 		t.Proxy = http.ProxyURL(r.proxy)
