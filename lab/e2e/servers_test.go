@@ -181,11 +181,16 @@ func sourceServer(t *testing.T, ns, addr string, n int64, seed uint64) {
 	})
 }
 
-// sinkServer reads every connection to its end and answers "<bytes> <sha256>\n".
-func sinkServer(t *testing.T, ns, addr string) {
+// sinkServer reads every connection to its end and answers "<bytes> <sha256>\n". When
+// p is not nil, every read is reported to it.
+func sinkServer(t *testing.T, ns, addr string, p *progress) {
 	tcpServer(t, ns, addr, func(c *net.TCPConn) {
-		_ = c.SetDeadline(time.Now().Add(2 * time.Minute))
-		n, sum, err := sockstest.HashReader(bufio.NewReaderSize(c, 64<<10))
+		_ = c.SetDeadline(time.Now().Add(5 * time.Minute))
+		var r io.Reader = c
+		if p != nil {
+			r = progressReader{r: c, p: p}
+		}
+		n, sum, err := sockstest.HashReader(bufio.NewReaderSize(r, 64<<10))
 		if err != nil {
 			return
 		}

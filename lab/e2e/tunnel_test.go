@@ -100,7 +100,7 @@ func testTunnel(t *testing.T, mode string) {
 	startGoHTTP(t, xns, xa+":8000", false)
 	startGoHTTP(t, xns, xa+":8443", true)
 	sourceServer(t, xns, xa+":5002", goN, 7)
-	sinkServer(t, xns, xa+":5001")
+	sinkServer(t, xns, xa+":5001", nil)
 	exit := startExit(t, l, psk)
 	client := startClient(t, l, clientOpts{psk: psk, http: true})
 	for _, n := range []*node{client, exit} {
