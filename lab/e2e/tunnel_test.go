@@ -11,8 +11,10 @@ package e2e
 
 import (
 	"bufio"
+	"crypto/rand"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -23,6 +25,7 @@ import (
 
 	"mpath/lab"
 	"mpath/lab/labtest"
+	"mpath/socks"
 	"mpath/socks/sockstest"
 )
 
@@ -196,6 +199,58 @@ func testTunnel(t *testing.T, mode string) {
 		}
 		t.Logf("FIGURE tunnel/%s upload %d B in %v: %s", mode, n, dur.Round(time.Millisecond), fmtRate(n, dur))
 	})
+
+	if mode == "forward" {
+		// A kernel TCP client talking straight to the exit's engine listener: plain
+		// segments through relay 1 (the relays forward plain traffic), the exit's
+		// answers sprayed over the three relays, which decapsulate them for the
+		// client's kernel. Download from the TCP source, then upload to the sink.
+		t.Run("kernel-client-to-exit-listener", func(t *testing.T) {
+			key, err := socks.LoadKey(psk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			exitListen := fmt.Sprintf("%s:%d", xa, exitPort)
+			open := func(target string) *net.TCPConn {
+				c, err := dialIn(cns, exitListen, 10*time.Second)
+				if err != nil {
+					t.Fatalf("kernel dial of the exit listener: %v", err)
+				}
+				t.Cleanup(func() { c.Close() })
+				_ = c.SetDeadline(time.Now().Add(time.Minute))
+				req, err := socks.EncodeRequest(key, target, time.Now(), rand.Reader)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if _, err := c.Write(req); err != nil {
+					t.Fatalf("exit request: %v", err)
+				}
+				var st [1]byte
+				if _, err := io.ReadFull(c, st[:]); err != nil || socks.Status(st[0]) != socks.StatusOK {
+					t.Fatalf("exit status %v (%v), want OK", socks.Status(st[0]), err)
+				}
+				return c
+			}
+			c := open(xa + ":5002")
+			start := time.Now()
+			n, sum, err := sockstest.HashReader(c)
+			if want := sockstest.PayloadSHA256(goN, 7); err != nil || n != goN || sum != want {
+				t.Fatalf("kernel client download from the exit: %v, %d B sha256 %s, want %d %s", err, n, sum, goN, want)
+			}
+			t.Logf("FIGURE tunnel/%s kernel client <- exit listener %d B in %v: %s", mode, n, time.Since(start).Round(time.Millisecond), fmtRate(n, time.Since(start)))
+			c = open(xa + ":5001")
+			start = time.Now()
+			if _, err := io.Copy(c, sockstest.Payload(goN, 8)); err != nil {
+				t.Fatalf("kernel client upload to the exit: %v", err)
+			}
+			c.CloseWrite()
+			line, err := bufio.NewReader(c).ReadString('\n')
+			if want := fmt.Sprintf("%d %s\n", goN, sockstest.PayloadSHA256(goN, 8)); err != nil || line != want {
+				t.Fatalf("kernel client upload to the exit: sink said %q (%v), want %q", line, err, want)
+			}
+			t.Logf("FIGURE tunnel/%s kernel client -> exit listener %d B in %v (over path 1 only)", mode, goN, time.Since(start).Round(time.Millisecond))
+		})
+	}
 
 	t.Run("chromium-socks5", func(t *testing.T) {
 		chromium(t, cns, "http://"+xa+":8000/page?token=mpath-"+mode)
