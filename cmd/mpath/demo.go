@@ -31,6 +31,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -301,6 +302,7 @@ func (d *demo) steps(ctx context.Context) error {
 	sum, haveSum := d.sumRate()
 	d.printf("mpath demo: %d paths, a %s file, scheduler %s, relay mode %s\n", len(d.specs), table.Bytes(uint64(d.size)), d.scheduler, d.mode)
 	d.printf("  work dir %s (logs, the file, the key)\n", d.work)
+	d.printf("  machine: %s\n", loadDesc())
 
 	t0 := time.Now()
 	if info, err := lab.Status(d.prefix); err == nil && info.Up() {
@@ -671,7 +673,8 @@ func (d *demo) report(single, multi download, best int, exitD, clientD []table.P
 	if haveSum {
 		d.printf(", %s of the sum of the path rates", ofSum(multi.rate()))
 	}
-	d.printf(".\n  (Rates are tbf link rates: IP headers count, and mpath also pays 20 bytes of IPIP per packet.)\n\n")
+	d.printf(".\n  (Rates are tbf link rates: IP headers count, and mpath also pays 20 bytes of IPIP per packet.)\n")
+	d.printf("  Machine after the downloads: %s; mpath's engine and relays run in user space and need CPU.\n\n", loadDesc())
 
 	l := d.lab
 	fileURL := d.apache.URL(demoFile)
@@ -824,6 +827,18 @@ func (p *demoProc) stop(grace time.Duration) {
 	}
 	_ = unix.Kill(p.cmd.Process.Pid, unix.SIGKILL)
 	<-p.done
+}
+
+// loadDesc describes the machine's CPU count and load average: the engine, the relays
+// and Apache all share the CPUs, and a busy machine slows mpath more than kernel TCP.
+func loadDesc() string {
+	s := fmt.Sprintf("%d CPUs", runtime.NumCPU())
+	if b, err := os.ReadFile("/proc/loadavg"); err == nil {
+		if f := strings.Fields(string(b)); len(f) >= 3 {
+			s += fmt.Sprintf(", load average %s %s %s (1, 5, 15 min)", f[0], f[1], f[2])
+		}
+	}
+	return s
 }
 
 // nsHTTPClient is an HTTP client whose connections are opened in namespace ns.
