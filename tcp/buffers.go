@@ -114,6 +114,7 @@ type recvBuffer struct {
 	mu    sync.Mutex // guards the fields below
 	buf   []byte
 	head  int
+	nread uint64        // bytes the application has read so far
 	eof   bool          // peer's FIN reached: Read returns io.EOF once drained
 	err   error         // connection failed: Read returns it
 	ready chan struct{} // capacity 1: signalled when data, EOF or an error arrived
@@ -165,6 +166,14 @@ func (b *recvBuffer) pushFunc(f func(dst []byte) []byte) int {
 	return n
 }
 
+// consumed is how many bytes the application has read in all.
+func (b *recvBuffer) consumed() uint64 {
+	b.mu.Lock()
+	n := b.nread
+	b.mu.Unlock()
+	return n
+}
+
 // length is the number of unread bytes.
 func (b *recvBuffer) length() int {
 	b.mu.Lock()
@@ -180,6 +189,7 @@ func (b *recvBuffer) read(p []byte) (n int, err error, done bool) {
 	if b.head < len(b.buf) {
 		n = copy(p, b.buf[b.head:])
 		b.head += n
+		b.nread += uint64(n)
 		return n, nil, true
 	}
 	if b.err != nil {

@@ -87,6 +87,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, c.opError("read", net.ErrClosed)
 	}
+	if isClosedChan(c.rdl.wait()) {
+		return 0, c.opError("read", errDeadline) // a passed deadline fails even with data there
+	}
 	if len(p) == 0 {
 		return 0, nil
 	}
@@ -120,6 +123,9 @@ func (c *Conn) Read(p []byte) (int, error) {
 func (c *Conn) Write(p []byte) (int, error) {
 	if c.closed.Load() {
 		return 0, c.opError("write", net.ErrClosed)
+	}
+	if isClosedChan(c.wdl.wait()) {
+		return 0, c.opError("write", errDeadline)
 	}
 	written := 0
 	for {

@@ -131,6 +131,7 @@ type endpoint struct {
 	unacked      int
 	delAckAt     time.Time
 	ackPathHint  int
+	readSeen     uint64 // rb.consumed() when we last considered a window update
 	sackScratch  []reorder.Block
 	lastRecv     time.Time
 	kaAt         time.Time
@@ -241,7 +242,7 @@ func (e *endpoint) accept(now time.Time, seg *Segment, path int) {
 		// A SYN+FIN with nothing else: take the FIN once established.
 		e.peerFin, e.peerFinSeq = true, e.rcvNxt
 	}
-	e.rcvRight = e.rcvNxt + uint32(e.freeWindow())
+	e.rcvRight = e.rcvNxt + uint32(min(e.freeWindow(), 65535))
 	e.tx.push(txSeg{seq: e.iss, end: e.iss + 1, syn: true, path: -1})
 	e.sndNxt = e.iss + 1
 	e.ackPathHint = path
@@ -320,6 +321,13 @@ func (e *endpoint) synRTO(p int) time.Duration {
 
 func (e *endpoint) pickSYNPath(retry bool) int {
 	n := len(e.view)
+	if e.state == stateSynRcvd && !retry {
+		// Answer on the path the SYN came by: it works, and the RTT covers one relay.
+		if p := e.ackPathHint; p >= 0 && p < n && e.view[p].Up {
+			e.rotor = p
+			return p
+		}
+	}
 	if retry {
 		e.rotor++
 	}
@@ -349,10 +357,35 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 		return
 	}
 
+	// Segments that repeat the peer's SYN or FIN fall before rcv.nxt and fail the
+	// acceptability test below; these answers come first.
+	if e.state == stateSynRcvd && seg.Flags&(FlagSYN|FlagRST) == FlagSYN && seg.Seq == e.irs {
+		if seg.Flags&FlagACK != 0 && seqnum.LT(e.sndUna, seg.Ack) && seqnum.LEQ(seg.Ack, e.sndNxt) {
+			// Simultaneous open (RFC 9293 figure 8): the peer's SYN-ACK acknowledges our SYN.
+			e.sndWnd = uint32(seg.Window)
+			e.maxSndWnd = max(e.maxSndWnd, e.sndWnd)
+			e.sndWl1, e.sndWl2 = seg.Seq, seg.Ack
+			e.established = now
+			e.state = stateEstablished
+			e.processACK(now, seg)
+			e.sendACK(now, e.ackPath())
+			return
+		}
+		e.sendSYN(now, true) // our SYN-ACK was lost: answer the retransmitted SYN
+		return
+	}
+	if e.state == stateTimeWait && seg.Flags&FlagFIN != 0 && seg.Flags&FlagRST == 0 {
+		// A retransmitted FIN: our last ACK was lost. ACK again, restart the timer.
+		e.twAt = now.Add(e.cfg.timeWait)
+		e.sendACK(now, e.ackPath())
+		return
+	}
+
 	// 1. Sequence acceptability (RFC 9293 3.10.7.4, first check).
 	if !e.acceptable(seg) {
 		if seg.Flags&FlagRST == 0 {
-			e.ackNow = true // RFC 9293: answer an unacceptable segment with an ACK
+			// RFC 9293: answer an unacceptable segment with an ACK.
+			e.sendACK(now, e.ackPath())
 		}
 		return
 	}
@@ -371,10 +404,6 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 	}
 	// 4. SYN in a synchronized state (RFC 5961 section 4): challenge ACK.
 	if seg.Flags&FlagSYN != 0 {
-		if e.state == stateSynRcvd && seg.Seq == e.irs {
-			e.sendSYN(now, true) // our SYN-ACK was lost: answer the retransmitted SYN
-			return
-		}
 		e.challengeACK(now)
 		return
 	}
@@ -430,9 +459,6 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 			e.peerFin, e.peerFinSeq = true, fs
 		}
 		e.ackNow = true
-		if e.state == stateTimeWait {
-			e.twAt = now.Add(e.cfg.timeWait) // retransmitted FIN: ACK again, restart the timer
-		}
 	}
 	if e.peerFin && !e.finRcvd && e.rcvNxt == e.peerFinSeq {
 		e.takeFIN(now)
@@ -501,7 +527,7 @@ func (e *endpoint) inputSynSent(now time.Time, seg *Segment, path int) {
 	e.irs = seg.Seq
 	e.rcvNxt = seg.Seq + 1
 	e.negotiate(seg)
-	e.rcvRight = e.rcvNxt + uint32(e.freeWindow())
+	e.rcvRight = e.rcvNxt + uint32(min(e.freeWindow(), 65535<<e.rcvShift))
 	if seg.Flags&FlagACK == 0 {
 		// Simultaneous open.
 		e.state = stateSynRcvd
@@ -516,9 +542,12 @@ func (e *endpoint) inputSynSent(now time.Time, seg *Segment, path int) {
 	e.state = stateEstablished
 	e.established = now
 	syn := e.tx.front()
+	if syn.path >= 0 {
+		e.view[syn.path].Up = true
+		e.cfg.health.pathReport(syn.path, true)
+	}
 	if syn.retrans == 0 && syn.path >= 0 {
 		e.paths[syn.path].rttSample(now.Sub(syn.sentAt))
-		e.cfg.health.pathReport(syn.path, true)
 		// Other paths start from the handshake RTT until they earn samples.
 		for i := range e.paths {
 			if i != syn.path && e.paths[i].srtt == 0 {
@@ -629,6 +658,11 @@ func (e *endpoint) processACK(now time.Time, seg *Segment) {
 	}
 
 	// Window update (RFC 9293 3.10.7.4, the SND.WL1/WL2 rule).
+	if e.sndWnd == 0 && seg.Ack == e.sndUna {
+		// The peer answers while its window is closed: it is alive, only slow to read
+		// (zero-window probing must not run into the user timeout).
+		progress = true
+	}
 	if seqnum.LT(e.sndWl1, seg.Seq) || (e.sndWl1 == seg.Seq && seqnum.LEQ(e.sndWl2, seg.Ack)) {
 		e.sndWnd = uint32(seg.Window) << e.sndShift
 		e.maxSndWnd = max(e.maxSndWnd, e.sndWnd)
@@ -931,7 +965,7 @@ func (e *endpoint) freeWindow() int {
 // windowField computes the window to advertise, moving the right edge only forward and
 // only by worthwhile amounts (receiver-side silly window avoidance).
 func (e *endpoint) windowField() uint16 {
-	free := e.freeWindow()
+	free := min(e.freeWindow(), 65535<<e.rcvShift)
 	right := e.rcvNxt + uint32(free)
 	step := min(e.cfg.rcvLimit/4, e.segSize)
 	if seqnum.GT(right, e.rcvRight) && (int(seqnum.Diff(e.rcvRight, right)) >= step || seqnum.LEQ(e.rcvRight, e.rcvNxt)) {
@@ -951,9 +985,15 @@ func (e *endpoint) windowUpdateDue() bool {
 	if !e.state.synchronized() || e.finRcvd {
 		return false
 	}
-	free := e.freeWindow()
+	if n := e.rb.consumed(); n == e.readSeen {
+		return false // only reading opens the window; the next ACK carries other changes
+	} else {
+		e.readSeen = n
+	}
+	limit := min(e.cfg.rcvLimit, 65535<<e.rcvShift)
+	free := min(e.freeWindow(), limit)
 	cur := int(seqnum.Diff(e.rcvNxt, e.rcvRight))
-	return free-cur >= max(2*e.segSize, e.cfg.rcvLimit/4) || (cur < e.segSize && free >= e.segSize)
+	return free-cur >= max(2*e.segSize, limit/4) || (cur < e.segSize && free >= e.segSize)
 }
 
 // header fills the fields every segment we send after the handshake carries.
@@ -1135,9 +1175,11 @@ func (e *endpoint) sendNew(now time.Time) bool {
 				e.armPersist(now)
 				break
 			}
-			if room < e.segSize && avail > room {
-				// Do not split into a tiny segment for a nearly closed window.
-				e.armPersist(now)
+			// Sender silly-window avoidance (RFC 9293 3.8.6.2.1): a segment smaller than
+			// the data allows goes out only when at least half the largest window the
+			// peer offered fits, or when nothing is in flight (no ACK would come to
+			// unblock us: a lost window update or a window below the MSS).
+			if room < int(e.maxSndWnd/2) && e.tx.len() > 0 {
 				break
 			}
 			n = room
@@ -1237,7 +1279,13 @@ func (e *endpoint) deadline() time.Time {
 	take(e.persistAt)
 	take(e.twAt)
 	take(e.finWaitAt)
-	take(e.kaAt)
+	if e.cfg.keepAlive > 0 && e.state.synchronized() && e.state != stateTimeWait && e.tx.len() == 0 {
+		if e.kaProbes == 0 {
+			take(e.lastRecv.Add(e.cfg.keepAlive))
+		} else {
+			take(e.kaAt)
+		}
+	}
 	take(e.paceAt)
 	take(e.rackAt)
 	for i := range e.paths {
@@ -1269,11 +1317,9 @@ func (e *endpoint) timer(now time.Time) {
 			return
 		}
 		if !e.rexmitAt.IsZero() && !now.Before(e.rexmitAt) {
+			// A lost SYN says little about its path (one random loss): rotate to the next
+			// path, but leave health decisions to the data phase and the prober.
 			e.synRetries++
-			if p := e.tx.front().path; p >= 0 {
-				e.cfg.health.pathReport(p, false)
-				e.view[p].Up = e.cfg.health.pathUp(p)
-			}
 			e.sendSYN(now, true)
 		}
 		return
@@ -1405,24 +1451,18 @@ func (e *endpoint) connectionRTO(now time.Time) {
 	e.rexmitAt = now.Add(min(e.maxPathRTO()<<min(e.connBackoff, 6), maxRTO))
 }
 
-// zeroWindowProbe sends one byte beyond the closed window (RFC 9293 3.8.6.1).
+// zeroWindowProbe asks a peer whose window is closed for its window (RFC 9293
+// 3.8.6.1): a segment one below snd.una, which the peer must answer with an ACK carrying
+// its current window. It carries no data, so it is never "in flight" on a path and a
+// long-closed window cannot make a path look dead. Backs off exponentially.
 func (e *endpoint) zeroWindowProbe(now time.Time) {
 	e.persistAt = time.Time{}
 	if e.sndWnd > 0 {
 		return
 	}
 	e.persistBackoff++
-	end := e.bufSeq + uint32(e.sb.length())
-	if seqnum.LT(e.sndNxt, end) {
-		// Send the next byte; if the peer takes it, it becomes ordinary data.
-		s := txSeg{seq: e.sndNxt, end: e.sndNxt + 1}
-		e.sndNxt++
-		e.tx.push(s)
-		e.transmit(now, e.tx.at(e.tx.len()-1), e.ackPath())
-	} else {
-		seg := e.header(now, e.sndNxt-1, 0)
-		e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
-	}
+	seg := e.header(now, e.sndUna-1, 0)
+	e.out = append(e.out, outSeg{path: e.ackPath(), seg: seg})
 	d := max(e.maxPathRTO(), minRTO) << min(e.persistBackoff, 6)
 	e.persistAt = now.Add(min(d, maxRTO))
 }
