@@ -1376,7 +1376,9 @@ func (e *endpoint) pathTimeouts(now time.Time) {
 		}
 		ps.sent, ps.sentHead = ps.sent[:0], 0
 		ps.onTimeout(now)
-		if ps.timeouts >= 2 && e.otherPathUp(p) {
+		if ps.timeouts >= 2 {
+			// Even the last path: a new connection should then fail at once, and the
+			// stack's prober brings the path back when it answers again.
 			e.view[p].Up = false
 			e.cfg.health.pathReport(p, false)
 		}

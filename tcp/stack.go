@@ -98,7 +98,13 @@ type pathHealthState struct {
 	rtt       atomic.Int64 // ns, last reported smoothed RTT
 	downSince atomic.Int64
 	probeAck  atomic.Uint32 // the ack number of the outstanding probe
+	answered  atomic.Bool   // the outstanding probe was answered
+	missed    atomic.Int32  // probes in a row without an answer or a delivery
 }
+
+// probeMisses is how many probes in a row a path may leave unanswered (with nothing
+// delivered over it meanwhile) before it is marked down.
+const probeMisses = 3
 
 // PathCounters are the per-path totals of a stack, updated atomically.
 type PathCounters struct {
@@ -237,6 +243,7 @@ func (s *Stack) pathUp(p int) bool { return !s.health[p].down.Load() }
 func (s *Stack) pathReport(p int, up bool) {
 	h := &s.health[p]
 	if up {
+		h.missed.Store(0)
 		if h.down.CompareAndSwap(true, false) {
 			s.log.Info("path up", zap.Int("path", p), zap.String("name", s.ep.paths[p].Name))
 		}
@@ -450,10 +457,12 @@ func (s *Stack) ActiveFlows() int {
 	return n
 }
 
-// prober sends a probe down every path marked down once per ProbeInterval: a bare ACK
-// from the probe port to the last peer. Any TCP (kernel or engine) answers with a RST
-// whose sequence number echoes our ACK field, which names the path; the answer marks
-// the path up.
+// prober checks every path once per ProbeInterval while the stack has a peer to ask: a
+// bare ACK from the probe port to the last peer. Any TCP (kernel or engine) answers with
+// a RST whose sequence number echoes our ACK field, which names the path. An answer, or
+// data delivered over the path, keeps it up (or brings it back); probeMisses probes in a
+// row without either mark it down. So a dead relay is found even while no flow uses it,
+// and new connections are refused at once when every path is dead.
 func (s *Stack) prober() {
 	defer s.wg.Done()
 	t := time.NewTicker(s.cfg.ProbeInterval)
@@ -470,18 +479,20 @@ func (s *Stack) prober() {
 		}
 		for p := range s.health {
 			h := &s.health[p]
-			if !h.down.Load() {
-				continue
+			if h.probeAck.Load() != 0 && !h.answered.Load() {
+				if h.missed.Add(1) >= probeMisses {
+					s.pathReport(p, false)
+				}
 			}
 			ack := s.probeSeq.Add(1)<<8 | uint32(p&0xff)
+			h.answered.Store(false)
 			h.probeAck.Store(ack)
 			seg := Segment{
-				Src:    netip.AddrPortFrom(s.cfg.Addr, s.cfg.PortFirst),
-				Dst:    *target,
-				Seq:    ack ^ 0x5a5a5a5a,
-				Ack:    ack,
-				Flags:  FlagACK,
-				Window: 0,
+				Src:   netip.AddrPortFrom(s.cfg.Addr, s.cfg.PortFirst),
+				Dst:   *target,
+				Seq:   ack ^ 0x5a5a5a5a,
+				Ack:   ack,
+				Flags: FlagACK,
 			}
 			s.send(p, []Segment{seg})
 		}
@@ -494,7 +505,8 @@ func (s *Stack) probeAnswer(seg *Segment) {
 		return
 	}
 	h := &s.health[p]
-	if h.down.Load() && seg.Seq == h.probeAck.Load() {
+	if seg.Seq == h.probeAck.Load() {
+		h.answered.Store(true)
 		s.pathReport(p, true)
 	}
 }
