@@ -111,12 +111,12 @@ func runDemo(args []string) error {
 	paths := fs.Int("paths", 3, "number of paths (relays), e.g. 3")
 	rate := fs.String("rate", "20mbit,10mbit,5mbit", "tbf rate per path, both directions, e.g. `20mbit,10mbit,5mbit` (\"\" or 0: unlimited)")
 	delay := fs.String("delay", "10ms,30ms,60ms", "one-way delay per path added by its relay, e.g. `10ms,30ms,60ms` (RTT = twice this)")
-	size := fs.String("size", "auto", "size of the downloaded file, e.g. `64MB`, 500kB, 1GiB; auto: about 12 s at the sum of the rates")
-	keep := fs.Bool("keep", false, "leave the lab, Apache, exit and client running after a successful run (prints how to tear down)")
-	prefix := fs.String("prefix", "mpath", "namespace `prefix`: P-c, P-r1..P-rN, P-x (a lab with this prefix is replaced)")
-	base := fs.Int("base", 77, "second address `octet` B: addresses are 10.B.x.y")
-	mode := fs.String("mode", "forward", "relay `mode`: forward (like a stock ipip host) or reencap")
-	scheduler := fs.String("scheduler", "auto", "`scheduler` for client and exit: auto, weighted (weights from --rate) or rr")
+	size := fs.String("size", "auto", "`size` of the downloaded file, e.g. 64MB, 500kB, 1GiB; auto: about 12 s at the sum of the rates")
+	keep := fs.Bool("keep", false, "leave the lab, Apache, exit and client running after a successful run and print how to use and tear them down, e.g. mpath demo --keep")
+	prefix := fs.String("prefix", "mpath", "namespace `prefix`: P-c, P-r1..P-rN, P-x (a lab with this prefix is replaced), e.g. try")
+	base := fs.Int("base", 77, "second address `octet` B: addresses are 10.B.x.y, e.g. 78")
+	mode := fs.String("mode", "forward", "relay `mode`: forward (like a stock ipip host) or reencap, e.g. reencap")
+	scheduler := fs.String("scheduler", "auto", "`scheduler` for client and exit: auto, weighted (weights from --rate) or rr, e.g. weighted")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up (and clean up) after this long, e.g. 5m")
 	if err := fs.Parse(args); err != nil {
 		return err
