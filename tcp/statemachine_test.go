@@ -1025,11 +1025,10 @@ func TestWindowBelowMSS(t *testing.T) {
 	}
 }
 
-// TestLostSYNSinglePath: on a one-path stack the first SYN is lost. The SYN timer
-// reports the only path down; the retry gets through and the handshake completes, but
-// the path is still marked down when the application writes, so nothing is sent and
-// no timer is armed. The prober revives the path a moment later, yet nothing wakes
-// the endpoint to notice: the data never leaves.
+// TestLostSYNSinglePath: on a one-path stack the first SYN is lost; the retry gets
+// through. Data the application writes the moment the handshake completes must leave
+// (a lost SYN once marked the only path down, so nothing was sent, no timer was armed
+// and nothing woke the endpoint when the prober revived the path).
 func TestLostSYNSinglePath(t *testing.T) {
 	p := newPair(t, testConfig(1), testConfig(1), 10, 20)
 	p.connect(nil)
@@ -1044,6 +1043,23 @@ func TestLostSYNSinglePath(t *testing.T) {
 	if p.app[1].read != 1000 {
 		t.Fatalf("receiver read %d of 1000 bytes a minute after the handshake (sender: path up in view %v, stack %v, deadline %v)",
 			p.app[1].read, p.ep[0].view[0].Up, p.health[0].pathUp(0), p.ep[0].deadline())
+	}
+}
+
+// TestAllPathsDownRevived: other connections have marked every path down stack-wide
+// when an idle connection's application writes. Nothing can be sent; once the prober
+// revives a path the data must leave, without any further event on the connection.
+func TestAllPathsDownRevived(t *testing.T) {
+	p := newPair(t, testConfig(2), testConfig(2), 10, 20)
+	p.connect(nil)
+	p.deliverAll(time.Second)
+	p.health[0].pathReport(0, false)
+	p.health[0].pathReport(1, false)
+	p.write(0, 1000)
+	p.deliverAll(time.Minute)
+	if p.app[1].read != 1000 {
+		t.Fatalf("receiver read %d of 1000 bytes a minute after every path went down and came back (sender view up %v/%v, stack %v/%v, deadline %v)",
+			p.app[1].read, p.ep[0].view[0].Up, p.ep[0].view[1].Up, p.health[0].pathUp(0), p.health[0].pathUp(1), p.ep[0].deadline())
 	}
 }
 
@@ -1326,7 +1342,7 @@ type pair struct {
 
 	// kickOnRevive wakes an endpoint when the prober revives one of its paths. The real
 	// loop does not (it resyncs health only on the endpoint's next event); see
-	// TestLostSYNSinglePath. The fuzz targets set it to get past that bug.
+	// TestAllPathsDownRevived. The fuzz targets set it to get past that.
 	kickOnRevive bool
 	probed       time.Time // the prober's ticks up to here have run
 }
