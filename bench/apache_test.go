@@ -81,23 +81,25 @@ func rateOf(t *testing.T, ab map[string]string) string {
 }
 
 // TestRatesAtBottleneck compares the transfer rate Run measures with curl's and ab's on
-// the same Apache file behind a tbf-limited link (400 Mbit/s), direct and through the
+// the same Apache file behind a tbf-limited link (200 Mbit/s), direct and through the
 // SOCKS5 and HTTP fronts.
 //
 // Why a bottleneck, and why these tolerances: with the link the bottleneck every tool
-// sees the same rate, give or take one 64 KiB tbf burst (under 1% of the 8 MiB file) and
-// a sub-millisecond connection setup per 170 ms download (under 1%). What remains is
-// how each tool counts bytes and time, which must agree, and the noise of a shared
-// 2-core machine, which the design damps: Apache is warmed up first (its first request
-// costs ~25 ms more), the tools take turns round by round so a burst of load elsewhere
-// hits both, and medians of three rounds are compared. curl must agree within 15% (the
-// issue's figure); ab, which like Run measures the whole run of -n 4 -c 2, within 10%.
+// sees the same rate, give or take one 64 KiB tbf burst (1.5% of the 4 MiB file) and a
+// sub-millisecond connection setup per 170 ms download (under 1%). What remains is how
+// each tool counts bytes and time, which must agree, and the noise of a shared 2-core
+// machine (other tests, under -race, in the same process as Run and the fronts). The
+// design damps that noise: Apache is warmed up first (its first request costs ~25 ms
+// more), the tools take turns round by round so a burst of load elsewhere hits both, and
+// each tool's best round is compared: load only ever slows a transfer down, so the best
+// round is the one that measured the link. curl must agree within 15% (the issue's
+// figure); ab, which like Run measures a whole run of -n 4 -c 2, within 10%.
 func TestRatesAtBottleneck(t *testing.T) {
 	benchtest.RequireApache(t)
-	const size = 8 << 20
+	const size = 4 << 20
 	const rounds = 3
 	body, sum := payload(t, size, 12)
-	n := benchtest.NewNet(t, "400mbit")
+	n := benchtest.NewNet(t, "200mbit")
 	a := benchtest.StartApache(t, n, map[string][]byte{"f.bin": body})
 	url := a.URL("f.bin")
 	if c := benchtest.Curl(t, url); c.SHA256 != sum { // warm-up
@@ -139,7 +141,7 @@ func TestRatesAtBottleneck(t *testing.T) {
 				benches = append(benches, res.BytesPerSecond())
 			}
 			t.Logf("curl %s, bench %s MB/s", mbs(curls), mbs(benches))
-			if err := benchtest.Within(median(benches), median(curls), 0.15); err != nil {
+			if err := benchtest.Within(slices.Max(benches), slices.Max(curls), 0.15); err != nil {
 				t.Errorf("bench vs curl: %v", err)
 			}
 
@@ -163,20 +165,14 @@ func TestRatesAtBottleneck(t *testing.T) {
 				benches = append(benches, res.BytesPerSecond())
 			}
 			t.Logf("ab %s, bench %s MB/s", mbs(abs), mbs(benches))
-			if err := benchtest.Within(median(benches), median(abs), 0.10); err != nil {
+			if err := benchtest.Within(slices.Max(benches), slices.Max(abs), 0.10); err != nil {
 				t.Errorf("bench vs ab: %v", err)
 			}
 		})
 	}
 }
 
-func median(xs []float64) float64 {
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
-// mbs formats rates in MB/s with their median.
+// mbs formats rates in MB/s with the best of them.
 func mbs(xs []float64) string {
 	var b strings.Builder
 	for i, x := range xs {
@@ -185,5 +181,5 @@ func mbs(xs []float64) string {
 		}
 		fmt.Fprintf(&b, "%.2f", x/1e6)
 	}
-	return fmt.Sprintf("median %.2f of [%s]", median(xs)/1e6, b.String())
+	return fmt.Sprintf("best %.2f of [%s]", slices.Max(xs)/1e6, b.String())
 }

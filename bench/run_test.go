@@ -62,11 +62,30 @@ func run(t *testing.T, cfg Config) Result {
 	return res
 }
 
+// barrier holds each of the first n requests until n have arrived (or 10 s passed), so
+// that every one of n workers is known to have a request, and a connection, of its own.
+func barrier(n int, h http.HandlerFunc) http.HandlerFunc {
+	var arrived atomic.Int64
+	all := make(chan struct{})
+	return func(w http.ResponseWriter, r *http.Request) {
+		switch k := arrived.Add(1); {
+		case k < int64(n):
+			select {
+			case <-all:
+			case <-time.After(10 * time.Second):
+			}
+		case k == int64(n):
+			close(all)
+		}
+		h(w, r)
+	}
+}
+
 func TestRunCountsExact(t *testing.T) {
 	const size = 1 << 20
 	for _, keepAlive := range []bool{false, true} {
 		t.Run(fmt.Sprintf("keepalive=%v", keepAlive), func(t *testing.T) {
-			srv := newServer(t, payloadHandler(size, 7))
+			srv := newServer(t, barrier(4, payloadHandler(size, 7)))
 			var seen atomic.Int64
 			res := run(t, Config{
 				URL: srv.URL + "/file?x=1", Requests: 25, Concurrency: 4, KeepAlive: keepAlive,

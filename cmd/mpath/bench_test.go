@@ -153,16 +153,17 @@ func TestBenchCLI(t *testing.T) {
 
 // TestBenchCLIThroughSOCKSAgreesWithCurl is the issue's acceptance check: `mpath bench
 // --json` through the SOCKS front agrees with curl through the same front, on the same
-// download, within 15%. The server is Apache behind a 400 Mbit/s tbf link (see
-// bench.TestRatesAtBottleneck for why a bottleneck and interleaved rounds).
+// download, within 15%. The server is Apache behind a 200 Mbit/s tbf link; the tools
+// take turns for three rounds and each one's best round is compared (see
+// bench.TestRatesAtBottleneck for why a bottleneck, turns and best rounds).
 func TestBenchCLIThroughSOCKSAgreesWithCurl(t *testing.T) {
 	benchtest.RequireApache(t)
-	const size = 8 << 20
+	const size = 4 << 20
 	var body bytes.Buffer
 	io.Copy(&body, sockstest.Payload(size, 21))
 	h := sha256.Sum256(body.Bytes())
 	sum := hex.EncodeToString(h[:])
-	n := benchtest.NewNet(t, "400mbit")
+	n := benchtest.NewNet(t, "200mbit")
 	a := benchtest.StartApache(t, n, map[string][]byte{"big.bin": body.Bytes()})
 	url := a.URL("big.bin")
 
@@ -197,14 +198,17 @@ func TestBenchCLIThroughSOCKSAgreesWithCurl(t *testing.T) {
 		}
 		benches = append(benches, m["bytes_per_second"].(float64))
 	}
-	slices.Sort(curls)
-	slices.Sort(benches)
-	t.Logf("through SOCKS: curl %.2f MB/s, mpath bench %.2f MB/s (medians of %.0f and %.0f B/s)",
-		curls[1]/1e6, benches[1]/1e6, curls, benches)
-	if err := benchtest.Within(benches[1], curls[1], 0.15); err != nil {
+	t.Logf("through SOCKS: curl %.2f MB/s, mpath bench %.2f MB/s (best rounds of %.0f and %.0f B/s)",
+		slices.Max(curls)/1e6, slices.Max(benches)/1e6, curls, benches)
+	if err := benchtest.Within(slices.Max(benches), slices.Max(curls), 0.15); err != nil {
 		t.Errorf("mpath bench vs curl through the SOCKS front: %v", err)
 	}
-	if st := front.Stats(); st.Relayed != 7 || st.BytesDown < 7*size {
+	// The front counts after each write returns: wait (bounded) for its handlers to end.
+	st := front.Stats()
+	for deadline := time.Now().Add(5 * time.Second); (st.Active > 0 || st.BytesDown < 7*size) && time.Now().Before(deadline); st = front.Stats() {
+		time.Sleep(5 * time.Millisecond) // polling the front's counters, with a deadline
+	}
+	if st.Relayed != 7 || st.BytesDown < 7*size {
 		t.Errorf("front relayed %d connections, %d bytes down; want 7 (warm-up, 3 curl, 3 bench) and at least %d", st.Relayed, st.BytesDown, 7*size)
 	}
 }
