@@ -70,7 +70,7 @@ func statusMain(args []string, w io.Writer, clear bool) error {
 		case err != nil && ctx.Err() != nil:
 			return nil // interrupted
 		case err != nil && *watch == 0:
-			return fmt.Errorf("status: %w", err)
+			return err
 		case err != nil:
 			fmt.Fprintf(w, "%s  %v\n", time.Now().Format("15:04:05"), err)
 		default:
