@@ -226,6 +226,9 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		Ports:  ports,
 		Guard:  !f.noGuard,
 		Logger: log.Named("link"),
+		// A deep ring: on a busy host the receive goroutine can miss a few milliseconds of
+		// CPU, and a full ring drops packets the engine then has to recover as losses.
+		RingBytes: 32 << 20,
 	})
 	if err != nil {
 		return nil, err
