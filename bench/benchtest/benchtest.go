@@ -2,7 +2,8 @@
 // network namespace joined to the test's namespace by a veth pair (optionally
 // rate-limited with tbf, so that every client measures the same bottleneck instead of
 // its own CPU), an Apache instance serving files from a temporary directory inside it,
-// and runners for the reference tools ab and curl with parsers for their output.
+// SOCKS5/HTTP proxy fronts in a process of their own (frontd), and runners for the
+// reference tools ab and curl with parsers for their output.
 //
 // Everything that needs root skips the test with a clear message when not root or when
 // a tool is missing, uses names and addresses reserved for the test alone (through
@@ -12,12 +13,14 @@
 package benchtest
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -25,6 +28,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -327,4 +331,83 @@ func Within(got, want, tol float64) error {
 		return fmt.Errorf("%w: got %.4g, want %.4g: ratio %.3f outside 1±%.2f", ErrNotClose, got, want, r, tol)
 	}
 	return nil
+}
+
+var (
+	frontdOnce sync.Once
+	frontdPath string
+	frontdErr  error
+)
+
+// Front is a SOCKS5 or HTTP proxy front (package socks, dialing directly) running in a
+// process of its own (benchtest/frontd, built without the race detector), so that it
+// serves every tool under test alike.
+type Front struct {
+	Addr   string // 127.0.0.1:port
+	cmd    *exec.Cmd
+	stdin  io.Closer
+	out    *bufio.Reader
+	done   bool
+	result string
+}
+
+// StartFront builds frontd (once per test binary) and starts a front of kind "socks" or
+// "http"; the front is stopped when the test ends, if Stop was not called.
+func StartFront(t testing.TB, kind string) *Front {
+	t.Helper()
+	frontdOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "mpath-frontd-")
+		if err != nil {
+			frontdErr = err
+			return
+		}
+		frontdPath = filepath.Join(dir, "frontd")
+		out, err := exec.Command("go", "build", "-o", frontdPath, "mpath/bench/benchtest/frontd").CombinedOutput()
+		if err != nil {
+			frontdErr = fmt.Errorf("go build frontd: %w\n%s", err, out)
+		}
+	})
+	if frontdErr != nil {
+		t.Fatalf("benchtest: %v", frontdErr)
+	}
+	cmd := exec.Command(frontdPath, "-kind", kind)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("benchtest: start frontd: %v", err)
+	}
+	f := &Front{cmd: cmd, stdin: stdin, out: bufio.NewReader(stdout)}
+	t.Cleanup(func() { f.Stop(t) })
+	line, err := f.out.ReadString('\n')
+	if err != nil {
+		t.Fatalf("benchtest: frontd -kind %s: %v", kind, err)
+	}
+	f.Addr = strings.TrimSpace(line)
+	return f
+}
+
+// Stop ends the front and returns how many connections it relayed and how many bytes it
+// sent toward the clients.
+func (f *Front) Stop(t testing.TB) (relayed, down int64) {
+	t.Helper()
+	if !f.done {
+		f.done = true
+		f.stdin.Close()
+		line, _ := f.out.ReadString('\n')
+		f.result = strings.TrimSpace(line)
+		if err := f.cmd.Wait(); err != nil {
+			t.Errorf("benchtest: frontd: %v", err)
+		}
+	}
+	if _, err := fmt.Sscanf(f.result, "relayed=%d down=%d", &relayed, &down); err != nil {
+		t.Errorf("benchtest: frontd's counters %q: %v", f.result, err)
+	}
+	return relayed, down
 }

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"flag"
 	"io"
-	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -18,7 +17,6 @@ import (
 	"time"
 
 	"mpath/bench/benchtest"
-	"mpath/socks"
 	"mpath/socks/sockstest"
 )
 
@@ -154,7 +152,7 @@ func TestBenchCLI(t *testing.T) {
 // TestBenchCLIThroughSOCKSAgreesWithCurl is the issue's acceptance check: `mpath bench
 // --json` through the SOCKS front agrees with curl through the same front, on the same
 // download, within 15%. The server is Apache behind a 200 Mbit/s tbf link; the tools
-// take turns for three rounds and each one's best round is compared (see
+// take turns for four rounds and each one's best round is compared (see
 // bench.TestRatesAtBottleneck for why a bottleneck, turns and best rounds).
 func TestBenchCLIThroughSOCKSAgreesWithCurl(t *testing.T) {
 	benchtest.RequireApache(t)
@@ -167,22 +165,12 @@ func TestBenchCLIThroughSOCKSAgreesWithCurl(t *testing.T) {
 	a := benchtest.StartApache(t, n, map[string][]byte{"big.bin": body.Bytes()})
 	url := a.URL("big.bin")
 
-	front, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: &socks.DirectDialer{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan struct{})
-	go func() { front.Serve(ln); close(served) }()
-	t.Cleanup(func() { front.Close(); <-served })
-	proxy := "socks5h://" + ln.Addr().String()
+	front := benchtest.StartFront(t, "socks") // a process of its own, serving both tools alike
+	proxy := "socks5h://" + front.Addr
 
 	benchtest.Curl(t, url, "--proxy", proxy) // warm-up: Apache's first request is slower
 	var curls, benches []float64
-	for range 3 {
+	for range 4 {
 		c := benchtest.Curl(t, url, "--proxy", proxy)
 		if c.SHA256 != sum {
 			t.Fatalf("curl got sha256 %s, want %s", c.SHA256, sum)
@@ -203,12 +191,7 @@ func TestBenchCLIThroughSOCKSAgreesWithCurl(t *testing.T) {
 	if err := benchtest.Within(slices.Max(benches), slices.Max(curls), 0.15); err != nil {
 		t.Errorf("mpath bench vs curl through the SOCKS front: %v", err)
 	}
-	// The front counts after each write returns: wait (bounded) for its handlers to end.
-	st := front.Stats()
-	for deadline := time.Now().Add(5 * time.Second); (st.Active > 0 || st.BytesDown < 7*size) && time.Now().Before(deadline); st = front.Stats() {
-		time.Sleep(5 * time.Millisecond) // polling the front's counters, with a deadline
-	}
-	if st.Relayed != 7 || st.BytesDown < 7*size {
-		t.Errorf("front relayed %d connections, %d bytes down; want 7 (warm-up, 3 curl, 3 bench) and at least %d", st.Relayed, st.BytesDown, 7*size)
+	if relayed, down := front.Stop(t); relayed != 9 || down < 9*size {
+		t.Errorf("front relayed %d connections, %d bytes down; want 9 (warm-up, 4 curl, 4 bench) and at least %d", relayed, down, 9*size)
 	}
 }
