@@ -1756,3 +1756,156 @@ func checkEndpoint(e *endpoint) error {
 	}
 	return nil
 }
+
+// ---------------------------------------------------------------------------------
+// Allocation budgets and benchmarks for the per-segment hot paths.
+
+// recvBench is an established endpoint receiving in-order data from a scripted peer
+// that sends payload-sized segments; step delivers one, runs output and lets the
+// application read.
+type recvBench struct {
+	e   *endpoint
+	now time.Time
+	seg Segment
+	buf []byte
+}
+
+func newRecvBench(tb testing.TB) *recvBench {
+	const iss, peerISS = 1, 1 << 30
+	e, now := openActive(tb, testConfig(2), iss, peerISS, fullOpts(1440, 7, 1), 65535, 10*time.Millisecond)
+	r := &recvBench{e: e, now: now, buf: make([]byte, 64<<10)}
+	r.seg = fromPeer(FlagACK|FlagPSH, peerISS+1, iss+1, 65535, streamBytes(1, 0, e.segSize))
+	r.seg.Options.HasTimestamp = true
+	return r
+}
+
+func (r *recvBench) step() {
+	e := r.e
+	r.now = r.now.Add(100 * time.Microsecond)
+	r.seg.Options.TSVal++
+	e.input(r.now, &r.seg, 0)
+	e.output(r.now)
+	clear(e.out)
+	e.out = e.out[:0]
+	r.seg.Seq += uint32(len(r.seg.Payload))
+	e.rb.read(r.buf)
+}
+
+// sendBench is an established endpoint sending one full segment per step to a peer
+// that acknowledges every second segment.
+type sendBench struct {
+	e    *endpoint
+	now  time.Time
+	data []byte
+	ack  Segment
+	n    int
+}
+
+func newSendBench(tb testing.TB) *sendBench {
+	const iss, peerISS = 1, 1 << 30
+	e, now := openActive(tb, testConfig(1), iss, peerISS, fullOpts(1440, 7, 1), 65535, 10*time.Millisecond)
+	s := &sendBench{e: e, now: now, data: streamBytes(0, 0, e.segSize)}
+	s.ack = fromPeer(FlagACK, peerISS+1, iss+1, 65535, nil)
+	s.ack.Options.HasTimestamp = true
+	return s
+}
+
+func (s *sendBench) step() {
+	e := s.e
+	// Past pacing: each step is one segment's time at a few hundred Mbit/s at most.
+	s.now = s.now.Add(50 * time.Microsecond)
+	if nx := e.view[0].NextSend; nx.After(s.now) {
+		s.now = nx
+	}
+	e.sb.write(s.data)
+	e.output(s.now)
+	clear(e.out)
+	e.out = e.out[:0]
+	if s.n++; s.n%2 == 0 {
+		s.now = s.now.Add(50 * time.Microsecond)
+		s.ack.Ack = e.sndNxt
+		s.ack.Options.TSVal++
+		e.input(s.now, &s.ack, 0)
+		e.output(s.now)
+		clear(e.out)
+		e.out = e.out[:0]
+	}
+}
+
+// TestAllocsEndpoint: taking an in-order data segment and answering it (an ACK every
+// second segment), and sending a segment and processing its ACK, allocate nothing in
+// steady state.
+func TestAllocsEndpoint(t *testing.T) {
+	r := newRecvBench(t)
+	for i := 0; i < 2000; i++ {
+		r.step()
+	}
+	if a := testing.AllocsPerRun(2000, r.step); a != 0 {
+		t.Errorf("receive path: %.2f allocations per in-order segment, want 0", a)
+	}
+	if r.e.rcvNxt != r.seg.Seq || r.e.done {
+		t.Fatalf("receiver did not take the segments: rcv.nxt %d, next seq %d", r.e.rcvNxt, r.seg.Seq)
+	}
+	s := newSendBench(t)
+	for i := 0; i < 2000; i++ {
+		s.step()
+	}
+	if a := testing.AllocsPerRun(2000, s.step); a != 0 {
+		t.Errorf("send path: %.2f allocations per segment sent and acknowledged, want 0", a)
+	}
+	if sent := s.e.sndNxt - s.e.iss - 1; sent != uint32(s.n*s.e.segSize) || s.e.sndNxt-s.e.sndUna > uint32(s.e.segSize) {
+		t.Fatalf("sender: sent %d bytes in %d steps of %d, %d unacknowledged", sent, s.n, s.e.segSize, s.e.sndNxt-s.e.sndUna)
+	}
+}
+
+type discardLink struct{}
+
+func (discardLink) Send(int, []Segment) error { return nil }
+
+// TestAllocsStackInput: Stack.Input hands a segment to its loop (address check,
+// counters, flow hash, copy into the loop's arena, wake-up) and the loop looks the
+// flow up; none of it allocates in steady state. (The segments are resets for a flow
+// that does not exist, so the endpoint's own work, covered above, is left out.)
+func TestAllocsStackInput(t *testing.T) {
+	s, err := NewStack(Config{Addr: netip.MustParseAddr("10.9.9.1"), Paths: []PathConfig{{Name: "p0"}}, Loops: 1}, discardLink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	segs := []Segment{{
+		Src:     netip.MustParseAddrPort("10.9.9.2:80"),
+		Dst:     netip.MustParseAddrPort("10.9.9.1:40000"),
+		Flags:   FlagRST | FlagACK,
+		Payload: make([]byte, 1000),
+		Path:    0,
+	}}
+	for i := 0; i < 1000; i++ {
+		s.Input(segs)
+	}
+	if a := testing.AllocsPerRun(5000, func() { s.Input(segs) }); a > 0.01 {
+		t.Errorf("Stack.Input: %.3f allocations per segment, want 0", a)
+	}
+	if n := s.drops.noConn.Load(); n == 0 {
+		t.Fatalf("the loop processed none of the segments")
+	}
+}
+
+func BenchmarkEndpointReceive(b *testing.B) {
+	r := newRecvBench(b)
+	b.SetBytes(int64(len(r.seg.Payload)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		r.step()
+	}
+}
+
+func BenchmarkEndpointSend(b *testing.B) {
+	s := newSendBench(b)
+	b.SetBytes(int64(len(s.data)))
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		s.step()
+	}
+}
