@@ -79,8 +79,9 @@ type Sample struct {
 	Err     error // what went wrong, for a failure
 }
 
-// Responded reports whether the request got a whole response (2xx or not), so its times
-// go into the latency statistics.
+// Responded reports whether the request got a response whose body ended (2xx or not,
+// possibly short of its Content-Length or failing a length or sha256 check), so its
+// times go into the latency statistics. Connect, receive and timeout failures do not.
 func (s Sample) Responded() bool {
 	return s.Status != 0 && (s.Failure == FailNone || s.Failure == FailLength || s.Failure == FailSHA256)
 }

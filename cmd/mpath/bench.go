@@ -168,9 +168,11 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		cfg.Logger = log
 	}
 
-	var bar *bench.Progress
+	var bar *bench.Progress // nil (draws nothing) unless stderr is a terminal
 	if !quiet {
 		bar = bench.NewProgress(stderr, int64(cfg.Requests))
+	}
+	if bar != nil {
 		cfg.OnRequest = bar.Add
 	}
 	res, runErr := bench.Run(ctx, cfg)
