@@ -62,10 +62,16 @@ type wireCounts struct {
 	plainOut  int      // plain TCP packets sent (the kernel's)
 	plainIn   int      // plain TCP packets received (kernel servers' segments in direct mode)
 	kernelRST []string // plain TCP RSTs sent, apart from the control
-	engineRST []string // RSTs sent inside IPIP
+	engineRST []string // RSTs sent inside IPIP, apart from probe answers
+	probeRST  int      // RSTs sent inside IPIP to the peer's probe port: answers to its path probes
 	icmpOut   []string // ICMP sent (the kernel answering engine traffic: unreachables)
 	control   bool     // the control RST was seen
 }
+
+// probePort is the engines' path-probe port (the first of the default --ports range,
+// 61000-65535): once a second per path a stack sends a bare ACK from it to its last peer,
+// and the peer's engine answers with a RST by design (tcp.Stack's prober).
+const probePort = 61000
 
 // countWire decodes the capture file so far (a record still being written is ignored).
 // controlPort is the source port of the control connection (0: none).
@@ -132,6 +138,8 @@ func countWire(file string, controlPort uint16) (wireCounts, error) {
 		in := ips[len(ips)-1]
 		desc := fmt.Sprintf("%s:%d > %s:%d RST seq %d", in.SrcIP, tcp.SrcPort, in.DstIP, tcp.DstPort, tcp.Seq)
 		switch {
+		case ipip && tcp.DstPort == probePort:
+			w.probeRST++
 		case ipip:
 			w.engineRST = append(w.engineRST, desc)
 		case controlPort != 0 && uint16(tcp.SrcPort) == controlPort:

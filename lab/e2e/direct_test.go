@@ -71,8 +71,8 @@ func TestDirect(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				t.Logf("client wire: %d IPIP out, %d plain TCP out, %d plain TCP in, kernel RSTs %d, engine RSTs %d, ICMP out %d, capture drops %d",
-					w.ipipOut, w.plainOut, w.plainIn, len(w.kernelRST), len(w.engineRST), len(w.icmpOut), drops)
+				t.Logf("client wire: %d IPIP out, %d plain TCP out, %d plain TCP in, kernel RSTs %d, engine RSTs %d (+%d answers to path probes), ICMP out %d, capture drops %d",
+					w.ipipOut, w.plainOut, w.plainIn, len(w.kernelRST), len(w.engineRST), w.probeRST, len(w.icmpOut), drops)
 				if w.plainIn < int(c.down/3000) { // at most 1440 B per segment: at least down/1440 arrive
 					t.Errorf("capture saw only %d plain TCP packets arriving for a %d B download", w.plainIn, c.down)
 				}

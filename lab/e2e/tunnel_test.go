@@ -150,8 +150,8 @@ func testTunnel(t *testing.T, mode string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Logf("client wire: %d IPIP out, %d plain TCP out, %d plain TCP in, kernel RSTs %d, engine RSTs %d, ICMP out %d, capture drops %d",
-			w.ipipOut, w.plainOut, w.plainIn, len(w.kernelRST), len(w.engineRST), len(w.icmpOut), drops)
+		t.Logf("client wire: %d IPIP out, %d plain TCP out, %d plain TCP in, kernel RSTs %d, engine RSTs %d (+%d answers to path probes), ICMP out %d, capture drops %d",
+			w.ipipOut, w.plainOut, w.plainIn, len(w.kernelRST), len(w.engineRST), w.probeRST, len(w.icmpOut), drops)
 		if w.ipipOut < 1000 {
 			t.Errorf("capture saw only %d IPIP packets from the client during a 12 MB download", w.ipipOut)
 		}
