@@ -140,8 +140,11 @@ func TestSeedMatrix(t *testing.T) {
 					t.Logf("seed %3d %6.2f MB: %v, %.2f Mbit/s (%.0f%% of the sum), longest stall %v",
 						sc.seed, float64(sc.size)/mib, r.elapsed.Round(time.Millisecond), r.goodput/mbit,
 						100*r.ratio(sumRates(sc.paths)), r.stalled.Round(time.Millisecond))
-					if set.kill && r.stalled > 1500*time.Millisecond {
-						t.Errorf("seed %d: a path died and the receiver stalled %v, want <= 1.5s", sc.seed, r.stalled)
+					if set.kill {
+						if r.stalled > 1500*time.Millisecond {
+							t.Errorf("seed %d: a path died and the receiver stalled %v, want <= 1.5s", sc.seed, r.stalled)
+						}
+						checkRevived(t, sc, r)
 					}
 					if t.Failed() {
 						t.Fatalf("seed %d failed (size %d, download %v)", sc.seed, sc.size, download)
@@ -149,6 +152,33 @@ func TestSeedMatrix(t *testing.T) {
 				}
 			})
 		}
+	}
+}
+
+// checkRevived: when the transfer ran on for a while after the killed path came back,
+// the sender must have used it again. It carried a third of the packets while alive;
+// it must end with at least half its share of the time it was up (a path never revived
+// ends with only its share of the time before the kill).
+func checkRevived(t *testing.T, sc scenario, r result) {
+	t.Helper()
+	after := r.elapsed - sc.reviveAt
+	if after < 2*time.Second {
+		return // too little time after the revival to tell
+	}
+	st := r.statsA
+	if sc.download {
+		st = r.statsB
+	}
+	var total uint64
+	for _, p := range st.Paths {
+		total += p.TxPackets
+	}
+	up := float64(sc.killAt+after) / float64(r.elapsed)
+	want := 0.5 * up / float64(len(st.Paths))
+	got := float64(st.Paths[sc.killPath].TxPackets) / float64(total)
+	if got < want || !st.Paths[sc.killPath].Up {
+		t.Errorf("seed %d: path %d killed at %v and revived at %v of %v carried %.1f%% of the packets (up at the end: %v), want >= %.1f%%",
+			sc.seed, sc.killPath, sc.killAt, sc.reviveAt, r.elapsed.Round(time.Millisecond), 100*got, st.Paths[sc.killPath].Up, 100*want)
 	}
 }
 

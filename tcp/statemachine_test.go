@@ -889,6 +889,111 @@ func TestFIN(t *testing.T) {
 	})
 }
 
+// TestCloseCases: the application's Close (cmdClose in the loop) and what follows.
+func TestCloseCases(t *testing.T) {
+	established := func(t *testing.T) *pair {
+		p := newPair(t, testConfig(1), testConfig(1), 500, 900)
+		p.connect(nil)
+		p.deliverAll(time.Second)
+		if !p.app[0].accepted || !p.app[1].accepted {
+			t.Fatal("handshake did not complete")
+		}
+		return p
+	}
+	lastSent := func(p *pair, i int) Segment {
+		if len(p.wire[i]) == 0 {
+			p.tb.Fatalf("side %d sent nothing", i)
+		}
+		return p.wire[i][len(p.wire[i])-1].seg
+	}
+	t.Run("Close with unread data resets", func(t *testing.T) {
+		p := established(t)
+		p.noRead[1] = true
+		p.write(0, 3000)
+		p.deliverAll(time.Second)
+		p.close(1)
+		if rst := lastSent(p, 1); rst.Flags&FlagRST == 0 || p.ep[1].err != ErrAborted {
+			t.Fatalf("sent %v, err %v; want RST and ErrAborted", &rst, p.ep[1].err)
+		}
+		p.deliverAll(time.Second)
+		if p.ep[0].err != ErrReset {
+			t.Fatalf("peer err %v, want ErrReset", p.ep[0].err)
+		}
+	})
+	t.Run("data arriving after Close resets", func(t *testing.T) {
+		p := established(t)
+		p.close(1)
+		if fin := lastSent(p, 1); fin.Flags&FlagFIN == 0 {
+			t.Fatalf("Close with nothing unread sent %v, want FIN", &fin)
+		}
+		p.deliverAll(time.Second)
+		if p.ep[0].state != stateCloseWait || p.ep[1].state != stateFinWait2 {
+			t.Fatalf("states %v / %v, want CLOSE-WAIT / FIN-WAIT-2", p.ep[0].state, p.ep[1].state)
+		}
+		p.write(0, 100)
+		p.deliver(0, 0)
+		if rst := lastSent(p, 1); rst.Flags&FlagRST == 0 || !p.ep[1].done {
+			t.Fatalf("data after Close: answered %v, done %v; want a reset", &rst, p.ep[1].done)
+		}
+	})
+	t.Run("FIN-WAIT-2 of a closed connection ends after finTimeout", func(t *testing.T) {
+		p := established(t)
+		p.close(1)
+		p.deliverAll(0)
+		if p.ep[1].state != stateFinWait2 {
+			t.Fatalf("state %v", p.ep[1].state)
+		}
+		start := p.now
+		p.advance(p.cfg[1].finTimeout - time.Millisecond)
+		if p.ep[1].done {
+			t.Fatalf("ended %v into FIN-WAIT-2, before finTimeout %v", p.now.Sub(start), p.cfg[1].finTimeout)
+		}
+		p.advance(time.Millisecond)
+		if !p.ep[1].done || p.ep[1].err != nil {
+			t.Fatalf("FIN-WAIT-2 after finTimeout: done %v err %v", p.ep[1].done, p.ep[1].err)
+		}
+	})
+	t.Run("half-closed FIN-WAIT-2 waits for the peer indefinitely", func(t *testing.T) {
+		p := established(t)
+		p.closeWrite(1)
+		p.deliverAll(0)
+		p.advance(10 * time.Minute)
+		if p.ep[1].done || p.ep[1].state != stateFinWait2 {
+			t.Fatalf("after CloseWrite alone: state %v done %v; FIN-WAIT-2 must last while the application may still read", p.ep[1].state, p.ep[1].done)
+		}
+	})
+	t.Run("retransmitted FIN in CLOSE-WAIT, CLOSING and LAST-ACK is ACKed again", func(t *testing.T) {
+		for _, st := range []state{stateCloseWait, stateClosing, stateLastAck} {
+			p := established(t)
+			a := p.ep[0]
+			if st == stateClosing {
+				p.closeWrite(0)
+				p.wire[0] = nil // our FIN is lost, so the peer's FIN finds us in FIN-WAIT-1
+			}
+			p.closeWrite(1)
+			fin := p.wire[1][len(p.wire[1])-1]
+			p.deliverAll(0)
+			if st == stateLastAck {
+				p.wire[1] = nil
+				p.closeWrite(0)
+				p.wire[0] = nil
+			}
+			if a.state != st {
+				t.Fatalf("setting up %v: state %v", st, a.state)
+			}
+			p.wire[0] = nil
+			p.wire[1] = append(p.wire[1], fin) // the peer re-sends its FIN
+			p.deliver(1, len(p.wire[1])-1)
+			if len(p.wire[0]) == 0 || p.wire[0][0].seg.Ack != a.rcvNxt || p.wire[0][0].seg.Flags&FlagACK == 0 {
+				t.Fatalf("%v: retransmitted FIN answered with %v, want an ACK of %d", st, segList(p.wire[0]), a.rcvNxt)
+			}
+			if a.state != st {
+				t.Fatalf("%v: state changed to %v", st, a.state)
+			}
+		}
+	})
+}
+
 // TestHalfCloseBothWays: each side keeps sending after the other half-closed, and the
 // connection ends cleanly on both sides.
 func TestHalfCloseBothWays(t *testing.T) {
@@ -1325,8 +1430,8 @@ type appState struct {
 // side 1 listens (its endpoint appears when the first SYN arrives) unless listen is
 // false. Like the loop, a segment for a finished or missing endpoint draws a reset.
 //
-// Path health is the Stack's own (an unstarted Stack per side), and before every
-// output the loop's syncHealth runs, as in finishEndpoint. The stack's prober is
+// Path health is the Stack's own (an unstarted Stack per side); output syncs the
+// endpoint's view with it, as in the loop. The stack's prober is
 // emulated: once a second every path marked down is revived (its probe answered).
 type pair struct {
 	tb     testing.TB
@@ -1414,8 +1519,7 @@ func (p *pair) collect(i int) {
 
 func (p *pair) flush(i int) {
 	if e := p.ep[i]; e != nil && !e.done {
-		p.health[i].l.syncHealth(p.now, e)
-		e.output(p.now)
+		e.output(p.now) // output syncs path health with the stack, as in the loop
 	}
 	p.collect(i)
 }
