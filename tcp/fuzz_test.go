@@ -72,7 +72,11 @@ func fuzzPair(tb testing.TB, h []byte) (*pair, time.Duration) {
 	return p, minTimeout
 }
 
-// fuzzOp applies one two-byte operation: op bit 7 is the side, (op&0x7f)%12 the kind.
+// fuzzOp applies one two-byte operation: op bit 7 is the side, (op&0x7f)%12 the kind:
+// 0-2 deliver (arg >= 160 picks a segment out of order), 3 drop, 4 duplicate (the copy
+// arrives last), 5 advance the clock, 6 write, 7 read, 8 CloseWrite, 9 Close (arg%4==0),
+// 10 deliver everything queued that way, 11 a small write and read (even arg) or a
+// path marked down stack-wide (odd arg).
 func fuzzOp(p *pair, op, arg byte) {
 	side := int(op >> 7)
 	pick := func() int {
@@ -117,8 +121,16 @@ func fuzzOp(p *pair, op, arg byte) {
 			p.deliver(side, 0)
 		}
 	case 11:
-		p.write(side, int(arg)*7+1)
-		p.read(1-side, 1<<20)
+		if arg&1 == 0 {
+			p.write(side, int(arg)*7+1)
+			p.read(1-side, 1<<20)
+			return
+		}
+		// Another connection of the side's stack found a path dead: the stack marks it
+		// down (the prober revives it within a second).
+		if h := p.health[side]; len(h.s.health) > 1 {
+			h.pathReport(int(arg>>1)%len(h.s.health), false)
+		}
 	}
 }
 

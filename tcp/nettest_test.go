@@ -8,8 +8,11 @@ package tcp_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -98,4 +101,56 @@ func enginePipe(t *testing.T) nettest.MakePipe {
 // where net.Conn says they must fail with a timeout.)
 func TestNetConn(t *testing.T) {
 	nettest.TestConn(t, enginePipe(t))
+}
+
+// TestNetConnNoLeak: after a pipe is used and stopped (conns, listener, stacks and
+// network closed), no goroutine of the engine or the simulated network is left.
+func TestNetConnNoLeak(t *testing.T) {
+	c1, c2, stop, err := enginePipe(t)()
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := []byte("ping over the engine")
+	done := make(chan error, 1)
+	go func() {
+		buf := make([]byte, len(msg))
+		_, err := io.ReadFull(c2, buf)
+		if err == nil && string(buf) != string(msg) {
+			err = fmt.Errorf("read %q", buf)
+		}
+		done <- err
+	}()
+	if _, err := c1.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	stop()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		left := engineGoroutines()
+		if len(left) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d engine goroutines left 5s after stop:\n%s", len(left), strings.Join(left, "\n\n"))
+		}
+		time.Sleep(10 * time.Millisecond) // polling an observable condition, not synchronisation
+	}
+}
+
+// engineGoroutines returns the stacks of live goroutines running engine or simnet
+// code (other tests' goroutines do not count).
+func engineGoroutines() []string {
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	var out []string
+	for _, g := range strings.Split(string(buf), "\n\n") {
+		if strings.Contains(g, "mpath/tcp.(*loop).run") || strings.Contains(g, "mpath/tcp.(*Stack).prober") ||
+			strings.Contains(g, "mpath/tcp/simnet.(*direction).run") {
+			out = append(out, g)
+		}
+	}
+	return out
 }
