@@ -17,14 +17,12 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"hash"
 	"io"
-	"net"
 	"net/http"
 	"net/netip"
 	"os"
@@ -37,8 +35,6 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"mpath/lab"
 	"mpath/lab/table"
@@ -72,13 +68,14 @@ Examples:
   mpath demo --mode reencap --scheduler weighted
 `
 
-// demo ports: the exit's engine port and metrics, the client's fronts and metrics.
+// demo ports: the exit's engine port and metrics, the client's fronts and metrics, as
+// lab.StartNodes places them.
 const (
-	demoExitPort    = 7000
-	demoExitMetrics = 9091
-	demoSOCKS       = "127.0.0.1:1080"
-	demoHTTP        = "127.0.0.1:8080"
-	demoClientMet   = "127.0.0.1:9090"
+	demoExitPort    = lab.ExitPort
+	demoExitMetrics = lab.ExitMetricsPort
+	demoSOCKS       = lab.ClientSOCKS
+	demoHTTP        = lab.ClientHTTP
+	demoClientMet   = lab.ClientMetricsAddr
 	demoFile        = "file"
 	demoSizeSecs    = 12 // auto size: this many seconds at the sum of the path rates
 )
@@ -102,8 +99,7 @@ type demo struct {
 	lab      *lab.Lab
 	labTried bool
 	apache   *lab.Apache
-	exit     *demoProc
-	client   *demoProc
+	nodes    *lab.Nodes
 }
 
 func runDemo(args []string) error {
@@ -437,80 +433,28 @@ func (d *demo) preflight(ctx context.Context) error {
 	return os.Chmod(d.work, 0o755)
 }
 
-// pathFlags returns the --path flags for one side ("client" or "exit").
-func (d *demo) pathFlags(side string) []string {
-	var args []string
-	for i := 1; i <= d.lab.N(); i++ {
-		dev, _, relayAddr := d.lab.ClientPath(i)
-		if side == "exit" {
-			dev, _, relayAddr = d.lab.ExitPath(i)
-		}
-		p := fmt.Sprintf("dev=%s,relay=%s", dev, relayAddr)
-		if d.scheduler == "weighted" {
-			w := max(1, min(1000, d.rates[i-1]/1_000_000))
-			if d.rates[i-1] == 0 {
-				w = 1000
-			}
-			p += fmt.Sprintf(",weight=%d", w)
-		}
-		args = append(args, "--path", p)
+// weights returns the per-path weights for --scheduler weighted (one per Mbit/s of the
+// path's rate, 1000 for an unlimited path), nil for the other schedulers.
+func (d *demo) weights() []int {
+	if d.scheduler != "weighted" {
+		return nil
 	}
-	return args
+	w := make([]int, len(d.rates))
+	for i, r := range d.rates {
+		w[i] = int(max(1, min(1000, r/1_000_000)))
+		if r == 0 {
+			w[i] = 1000
+		}
+	}
+	return w
 }
 
 func (d *demo) startNodes(ctx context.Context) error {
-	psk := filepath.Join(d.work, "psk")
-	key := make([]byte, 32)
-	if _, err := rand.Read(key); err != nil {
+	n, err := d.lab.StartNodes(ctx, lab.NodesConfig{Bin: d.bin, Dir: d.work, Scheduler: d.scheduler, Weights: d.weights()})
+	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(psk, []byte(hex.EncodeToString(key)+"\n"), 0o600); err != nil {
-		return err
-	}
-	l := d.lab
-	exitAddr := netip.AddrPortFrom(l.ExitAddr(), demoExitPort).String()
-	exitArgs := append([]string{"exit", "--listen", exitAddr, "--psk-file", psk,
-		"--metrics", netip.AddrPortFrom(l.ExitAddr(), demoExitMetrics).String(),
-		"--scheduler", d.scheduler, "--drain", "2s"}, d.pathFlags("exit")...)
-	var err error
-	if d.exit, err = startDemoProc(l.ExitNS(), "exit", filepath.Join(d.work, "exit.log"), d.bin, exitArgs...); err != nil {
-		return err
-	}
-	clientArgs := append([]string{"client", "--exit", exitAddr, "--psk-file", psk, "--addr", l.ClientAddr().String(),
-		"--socks", demoSOCKS, "--http", demoHTTP, "--metrics", demoClientMet,
-		"--scheduler", d.scheduler, "--drain", "2s"}, d.pathFlags("client")...)
-	if d.client, err = startDemoProc(l.ClientNS(), "client", filepath.Join(d.work, "client.log"), d.bin, clientArgs...); err != nil {
-		return err
-	}
-	// Ready when the metrics endpoint answers with path series: both serve metrics only
-	// after their link, engine and (client) fronts are up.
-	for _, n := range []struct {
-		p    *demoProc
-		ns   string
-		addr string
-	}{{d.exit, l.ExitNS(), netip.AddrPortFrom(l.ExitAddr(), demoExitMetrics).String()}, {d.client, l.ClientNS(), demoClientMet}} {
-		c := nsHTTPClient(n.ns)
-		deadline := time.Now().Add(20 * time.Second)
-		for {
-			fctx, fcancel := context.WithTimeout(ctx, time.Second)
-			_, err := table.Fetch(fctx, c, n.addr)
-			fcancel()
-			if err == nil {
-				break
-			}
-			if n.p.exited() {
-				return fmt.Errorf("mpath %s exited during startup (log %s)", n.p.name, n.p.log)
-			}
-			if time.Now().After(deadline) {
-				return fmt.Errorf("mpath %s not ready after 20s: %v (log %s)", n.p.name, err, n.p.log)
-			}
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(50 * time.Millisecond): // poll interval, not synchronisation
-			}
-		}
-	}
+	d.nodes = n
 	return nil
 }
 
@@ -709,11 +653,10 @@ func (d *demo) showLogs() {
 		}
 		fmt.Fprintf(os.Stderr, "--- %s (%s), last lines:\n%s\n", name, path, strings.Join(lines, "\n"))
 	}
-	if d.client != nil {
-		tailOf("mpath client", d.client.log)
-	}
-	if d.exit != nil {
-		tailOf("mpath exit", d.exit.log)
+	// The nodes write their logs to the work dir whether or not they became ready.
+	if d.work != "" {
+		tailOf("mpath client", filepath.Join(d.work, "client.log"))
+		tailOf("mpath exit", filepath.Join(d.work, "exit.log"))
 	}
 	if d.lab != nil {
 		for i := 1; i <= d.lab.N(); i++ {
@@ -732,11 +675,9 @@ func (d *demo) showLogs() {
 func (d *demo) cleanup(success bool) error {
 	var errs []error
 	var done []string
-	for _, p := range []*demoProc{d.client, d.exit} {
-		if p != nil {
-			p.stop(5 * time.Second)
-			done = append(done, "mpath "+p.name)
-		}
+	if d.nodes != nil {
+		d.nodes.Stop(5 * time.Second)
+		done = append(done, "mpath client", "mpath exit")
 	}
 	if d.apache != nil {
 		if err := d.apache.Stop(); err != nil {
@@ -780,55 +721,6 @@ func (d *demo) cleanup(success bool) error {
 	return nil
 }
 
-// demoProc is an mpath node process the demo started in a namespace.
-type demoProc struct {
-	name string
-	log  string
-	cmd  *exec.Cmd
-	done chan struct{}
-}
-
-func startDemoProc(ns, name, logPath, bin string, args ...string) (*demoProc, error) {
-	f, err := os.OpenFile(logPath, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o644)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	cmd := lab.Command(ns, bin, args...) // ip netns exec execs mpath: same pid
-	cmd.Stdout, cmd.Stderr = f, f
-	// Own session: it survives the demo with --keep, and Ctrl-C on the terminal reaches
-	// the demo, which stops it in order.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
-	if err := cmd.Start(); err != nil {
-		return nil, fmt.Errorf("start mpath %s: %w", name, err)
-	}
-	p := &demoProc{name: name, log: logPath, cmd: cmd, done: make(chan struct{})}
-	go func() { _ = cmd.Wait(); close(p.done) }()
-	return p, nil
-}
-
-func (p *demoProc) exited() bool {
-	select {
-	case <-p.done:
-		return true
-	default:
-		return false
-	}
-}
-
-// stop sends SIGTERM (the node drains, removes its nftables table and exits), then
-// SIGKILL after grace.
-func (p *demoProc) stop(grace time.Duration) {
-	_ = unix.Kill(p.cmd.Process.Pid, unix.SIGTERM)
-	select {
-	case <-p.done:
-		return
-	case <-time.After(grace):
-	}
-	_ = unix.Kill(p.cmd.Process.Pid, unix.SIGKILL)
-	<-p.done
-}
-
 // loadDesc describes the machine's CPU count and load average: the engine, the relays
 // and Apache all share the CPUs, and a busy machine slows mpath more than kernel TCP.
 func loadDesc() string {
@@ -842,18 +734,4 @@ func loadDesc() string {
 }
 
 // nsHTTPClient is an HTTP client whose connections are opened in namespace ns.
-func nsHTTPClient(ns string) *http.Client {
-	tr := &http.Transport{
-		DisableKeepAlives: true,
-		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
-			var c net.Conn
-			err := lab.Do(ns, func() (err error) {
-				var dl net.Dialer
-				c, err = dl.DialContext(ctx, network, addr)
-				return err
-			})
-			return c, err
-		},
-	}
-	return &http.Client{Transport: tr, Timeout: 5 * time.Second}
-}
+func nsHTTPClient(ns string) *http.Client { return lab.HTTPClient(ns) }
