@@ -361,3 +361,44 @@ func chromium(t *testing.T, ns, url string) {
 }
 
 func first(s []string, n int) []string { return s[:min(n, len(s))] }
+
+// TestTunnelLoss: engine to engine over three lossy paths (1% each way at every relay,
+// 5/10/15 ms one-way): a download from Apache and an upload to a Go sink, byte-exact,
+// with both nodes' per-path loss accounting logged.
+func TestTunnelLoss(t *testing.T) {
+	labtest.RequireRoot(t)
+	needTool(t, "curl", "curl")
+	const down, up = 6 << 20, 4 << 20
+	paths := threePaths()
+	for i := range paths {
+		paths[i].Loss = 0.01
+	}
+	l := newLab(t, lab.Config{Paths: paths, Seed: 200})
+	cns, xns := l.ClientNS(), l.ExitNS()
+	xa := l.ExitAddr().String()
+	psk := writeSecret(t, t.TempDir(), "psk")
+	ap := startApache(t, xns, xa+":80", []string{"down.bin"}, []int64{down})
+	sinkServer(t, xns, xa+":5001", nil)
+	exit := startExit(t, l, psk)
+	client := startClient(t, l, clientOpts{psk: psk})
+	sum := sumRates(t, l)
+
+	xBefore := exit.scrape(t)
+	r := runHashed(cns, nil, nil, 2*time.Minute, "curl", "-sS", "--fail", "--socks5-hostname", socksAddr, "http://"+xa+"/down.bin", "-o", "-")
+	if want := ap.files["down.bin"]; r.err != nil || r.n != want.size || r.sum != want.sum {
+		t.Fatalf("download over lossy paths: %v, %d B sha256 %s, want %d %s\n%s", r.err, r.n, r.sum, want.size, want.sum, r.stderr)
+	}
+	t.Logf("FIGURE tunnel-loss download %d B in %v: %s = %.0f%% of the sum of path rates", r.n, r.dur.Round(time.Millisecond),
+		fmtRate(r.n, r.dur), 100*float64(r.n)*8/r.dur.Seconds()/sum)
+	xMid := exit.scrape(t)
+	logPathCounters(t, "exit (download sender)", l.N(), xBefore, xMid)
+
+	cMid := client.scrape(t)
+	got, dur := uploadSOCKS(t, cns, "", "", xa+":5001", up, 61)
+	if want := fmt.Sprintf("%d %s", up, sockstest.PayloadSHA256(up, 61)); got != want {
+		t.Fatalf("upload over lossy paths: sink saw %q, want %q", got, want)
+	}
+	t.Logf("FIGURE tunnel-loss upload %d B in %v: %s = %.0f%% of the sum of path rates", up, dur.Round(time.Millisecond),
+		fmtRate(up, dur), 100*float64(up)*8/dur.Seconds()/sum)
+	logPathCounters(t, "client (upload sender)", l.N(), cMid, client.scrape(t))
+}
