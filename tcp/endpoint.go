@@ -131,6 +131,7 @@ type endpoint struct {
 	unacked      int
 	delAckAt     time.Time
 	ackPathHint  int
+	ackFrom      int    // the path the acknowledgement being processed came by (-1: unknown)
 	readSeen     uint64 // rb.consumed() when we last considered a window update
 	sackScratch  []reorder.Block
 	lastRecv     time.Time
@@ -552,7 +553,7 @@ func (e *endpoint) inputSynSent(now time.Time, seg *Segment, path int) {
 		for i := range e.paths {
 			if i != syn.path && e.paths[i].srtt == 0 {
 				e.paths[i].srtt, e.paths[i].rttvar = e.paths[syn.path].srtt, e.paths[syn.path].srtt/2
-				e.view[i].SRTT = e.paths[i].srtt
+				e.paths[i].publishRTT()
 				e.paths[i].setPacingRate()
 			}
 		}
@@ -586,6 +587,7 @@ func (e *endpoint) inputSynSent(now time.Time, seg *Segment, path int) {
 
 // processACK handles the acknowledgement fields of a segment in a synchronized state.
 func (e *endpoint) processACK(now time.Time, seg *Segment) {
+	e.ackFrom = seg.Path
 	var samples [8]rateSample
 	rs := samples[:0]
 	if n := len(e.paths); n <= len(samples) {
@@ -717,7 +719,7 @@ func (e *endpoint) delivered(now time.Time, s *txSeg, rs []rateSample) {
 			ps.rackXmit, ps.rackEnd, ps.rackRTT = s.sentAt, s.end, rtt
 		}
 	}
-	rs[p].take(s, now)
+	rs[p].take(s, now, e.ackFrom)
 }
 
 // detectLoss is RACK for path p: a segment sent on p is lost once a segment sent on p
@@ -1027,11 +1029,33 @@ func (e *endpoint) ackPath() int {
 	return e.rotor
 }
 
+// syncHealth brings the endpoint's idea of each path in line with the stack's: a path
+// the stack marked down loses its in-flight data to the others; a path that came back
+// starts afresh.
+func (e *endpoint) syncHealth(now time.Time) {
+	for p := range e.view {
+		up := e.cfg.health.pathUp(p)
+		switch {
+		case e.view[p].Up && !up:
+			e.view[p].Up = false
+			for i := 0; i < e.tx.len(); i++ {
+				if s := e.tx.at(i); s.path == p && s.inflight {
+					e.markLost(s)
+				}
+			}
+		case !e.view[p].Up && up:
+			e.view[p].Up = true
+			e.paths[p].reset(now)
+		}
+	}
+}
+
 // output appends to e.out every segment due at now.
 func (e *endpoint) output(now time.Time) {
 	if e.done {
 		return
 	}
+	e.syncHealth(now)
 	switch e.state {
 	case stateClosed, stateSynSent, stateSynRcvd:
 		if e.ackNow && e.state == stateSynRcvd {
@@ -1194,6 +1218,9 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		}
 		p := e.pickPath(now, size, avail, false)
 		if p < 0 {
+			if !e.anyPathUp() {
+				e.armConnRTO(now) // every path is down: retry on a rotation until one answers
+			}
 			break
 		}
 		s := txSeg{seq: e.sndNxt, end: e.sndNxt + uint32(size), fin: withFin}
@@ -1420,7 +1447,7 @@ func (e *endpoint) maxPathRTO() time.Duration {
 }
 
 func (e *endpoint) armConnRTO(now time.Time) {
-	if e.rexmitAt.IsZero() && e.tx.len() > 0 {
+	if e.rexmitAt.IsZero() {
 		e.rexmitAt = now.Add(min(e.maxPathRTO()<<min(e.connBackoff, 6), maxRTO))
 	}
 }
@@ -1430,10 +1457,20 @@ func (e *endpoint) armConnRTO(now time.Time) {
 // marks its path up again) or the user timeout ends the connection.
 func (e *endpoint) connectionRTO(now time.Time) {
 	e.rexmitAt = time.Time{}
-	if e.tx.len() == 0 {
-		return
+	if e.anyPathUp() && e.tx.len() == 0 {
+		return // output() sends normally
 	}
 	e.connBackoff++
+	if e.tx.len() == 0 {
+		// Nothing in flight, data waiting, no path up: the next new segment is the probe.
+		end := e.bufSeq + uint32(e.sb.length())
+		n := min(int(seqnum.Diff(e.sndNxt, end)), e.segSize, int(seqnum.Diff(e.sndNxt, e.sndUna+e.sndWnd)))
+		if n <= 0 {
+			return
+		}
+		e.tx.push(txSeg{seq: e.sndNxt, end: e.sndNxt + uint32(n)})
+		e.sndNxt += uint32(n)
+	}
 	s := e.tx.front()
 	if s.inflight {
 		e.view[s.path].InFlight -= s.size()

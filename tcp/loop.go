@@ -255,8 +255,8 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 	e.dirty = false
 	c := l.conns[e]
 	if !e.done {
-		l.syncHealth(now, e)
 		e.output(now)
+		l.noteRTT(e)
 	}
 	for i := range e.out {
 		o := &e.out[i]
@@ -310,22 +310,9 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 	}
 }
 
-// syncHealth brings the endpoint's idea of each path in line with the stack's.
-func (l *loop) syncHealth(now time.Time, e *endpoint) {
-	for p := range e.view {
-		up := l.s.pathUp(p)
-		switch {
-		case e.view[p].Up && !up:
-			e.view[p].Up = false
-			for i := 0; i < e.tx.len(); i++ {
-				if s := e.tx.at(i); s.path == p && s.inflight {
-					e.markLost(s)
-				}
-			}
-		case !e.view[p].Up && up:
-			e.view[p].Up = true
-			e.paths[p].reset(now)
-		}
+// noteRTT shares the endpoint's path RTTs with the stack (hints for new connections).
+func (l *loop) noteRTT(e *endpoint) {
+	for p := range e.paths {
 		if ps := &e.paths[p]; ps.minRTT > 0 {
 			l.s.health[p].rtt.Store(int64(ps.srtt))
 		}

@@ -61,6 +61,9 @@ type pathState struct {
 	// RTT (RFC 6298).
 	srtt, rttvar time.Duration
 	minRTT       time.Duration
+	samples      int           // RTT samples taken (the first replaces a hint)
+	symSRTT      time.Duration // RTT from ACKs that came back over this path
+	symMin       time.Duration
 	backoff      uint
 	rtoAt        time.Time // path timeout while it has data in flight; zero when idle
 	timeouts     int       // consecutive path timeouts without a delivery
@@ -136,7 +139,7 @@ func (p *pathState) rttSample(r time.Duration) {
 	if p.minRTT == 0 || r < p.minRTT {
 		p.minRTT = r
 	}
-	if p.srtt == 0 || p.v.MinRTT == 0 {
+	if p.srtt == 0 || p.samples == 0 {
 		p.srtt, p.rttvar = r, r/2
 	} else {
 		d := p.srtt - r
@@ -145,6 +148,37 @@ func (p *pathState) rttSample(r time.Duration) {
 		}
 		p.rttvar = (3*p.rttvar + d) / 4
 		p.srtt = (7*p.srtt + r) / 8
+	}
+	p.samples++
+	p.publishRTT()
+}
+
+// symSample folds in an RTT measured by an acknowledgement that came back over this
+// same path. Delivery news usually arrives first over the fastest path (every ACK
+// carries SACK blocks for all paths), so ordinary samples of a slow path measure its
+// forward delay plus the fastest return delay; the scheduler's arrival model wants the
+// path's own one-way delay, which these symmetric samples give (half of them).
+func (p *pathState) symSample(r time.Duration) {
+	if r <= 0 {
+		return
+	}
+	if p.symMin == 0 || r < p.symMin {
+		p.symMin = r
+	}
+	if p.symSRTT == 0 {
+		p.symSRTT = r
+	} else {
+		p.symSRTT = (7*p.symSRTT + r) / 8
+	}
+	p.publishRTT()
+}
+
+// publishRTT shows the scheduler the path's RTT: symmetric samples when there are
+// any, else the ordinary ones.
+func (p *pathState) publishRTT() {
+	if p.symSRTT > 0 {
+		p.v.SRTT, p.v.MinRTT = max(p.symSRTT, p.srtt), max(p.symMin, p.minRTT)
+		return
 	}
 	p.v.SRTT, p.v.MinRTT = p.srtt, p.minRTT
 }
@@ -218,11 +252,12 @@ type rateSample struct {
 	sentAt     time.Time // send time of the most recently sent segment delivered
 	appLimited bool
 	rtt        time.Duration // RTT of that segment; 0 if it was retransmitted
+	symRTT     time.Duration // the RTT again when the ACK came back over the same path
 	has        bool
 }
 
 // take records a delivered segment into the sample, keeping the most recently sent one.
-func (rs *rateSample) take(seg *txSeg, now time.Time) {
+func (rs *rateSample) take(seg *txSeg, now time.Time, ackPath int) {
 	n := int(seg.end - seg.seq)
 	rs.delivered += n
 	if rs.has && !seg.sentAt.After(rs.sentAt) {
@@ -236,9 +271,12 @@ func (rs *rateSample) take(seg *txSeg, now time.Time) {
 		rs.priorTime, rs.firstSent = seg.sentAt, seg.sentAt
 		rs.appLimited = true
 	}
-	rs.rtt = 0
+	rs.rtt, rs.symRTT = 0, 0
 	if seg.retrans == 0 {
 		rs.rtt = now.Sub(seg.sentAt)
+		if ackPath == seg.path {
+			rs.symRTT = rs.rtt
+		}
 	}
 }
 
@@ -262,6 +300,9 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 	if rs.has {
 		if rs.rtt > 0 {
 			p.rttSample(rs.rtt)
+		}
+		if rs.symRTT > 0 {
+			p.symSample(rs.symRTT)
 		}
 		p.firstSentTime = rs.sentAt
 		// A round trip ends when a segment sent after the previous round began is delivered.
@@ -394,14 +435,20 @@ func (p *pathState) onTimeout(now time.Time) {
 // reset returns the path to its starting state (it came back after being down).
 func (p *pathState) reset(now time.Time) {
 	v, mss, srtt := p.v, p.mss, p.srtt
-	minRTT := p.minRTT
+	minRTT, symSRTT, symMin := p.minRTT, p.symSRTT, p.symMin
 	tx, txb, rtx, rtxb, lost, dp, sp := p.txPackets, p.txBytes, p.rtxPackets, p.rtxBytes, p.lostPackets, p.deliveredPackets, p.spurious
+	inflight := v.InFlight // segments sent while the path was down (probes) stay in flight
+	sent, sentHead := p.sent, p.sentHead
 	*p = pathState{}
+	p.sent, p.sentHead = sent, sentHead
 	p.init(v, mss, srtt)
-	p.minRTT = minRTT
-	v.InFlight = 0
+	p.minRTT, p.symSRTT, p.symMin = minRTT, symSRTT, symMin
+	v.InFlight = inflight
 	v.DeliveryRate = 0
 	v.NextSend = now
+	if inflight > 0 {
+		p.rtoAt = now.Add(p.rto())
+	}
 	p.txPackets, p.txBytes, p.rtxPackets, p.rtxBytes, p.lostPackets, p.deliveredPackets, p.spurious = tx, txb, rtx, rtxb, lost, dp, sp
 }
 

@@ -1168,6 +1168,32 @@ func TestAllPathsDownRevived(t *testing.T) {
 	}
 }
 
+// TestPathRevivedWithSegmentsInFlight: the only path times out twice and is marked
+// down; the connection-level timer re-sends the oldest segment on it anyway; then the
+// prober revives the path. Reviving resets the path's state, and the segment sent on
+// it must still be accounted for (in flight on the path, or declared lost): InFlight
+// must equal the in-flight entries of the transmit log at every step.
+func TestPathRevivedWithSegmentsInFlight(t *testing.T) {
+	p := newPair(t, testConfig(1), testConfig(1), 7, 9)
+	p.kickOnRevive = true
+	p.connect(nil)
+	p.deliverAll(time.Second)
+	p.write(0, 100)
+	p.wire[0] = nil // lost, and so is everything after it until the end
+	for k := 0; k < 200 && p.now.Sub(smT0) < 10*time.Second; k++ {
+		d := p.nextEvent()
+		if d.IsZero() {
+			break
+		}
+		p.advanceTo(d)
+		p.wire[0] = nil
+		p.check()
+	}
+	if p.health[0].downs == 0 {
+		t.Fatalf("the path was never marked down; the test did not reach its case")
+	}
+}
+
 func TestKeepalive(t *testing.T) {
 	ka := func(c *epConfig) { c.keepAlive = 9 * time.Second }
 	t.Run("idle after the handshake: probes, answered", func(t *testing.T) {
@@ -1312,10 +1338,14 @@ func TestSequenceWrap(t *testing.T) {
 // paths are hidden from the scheduler for the call). It waits for p's pacing.
 func sendOn(t *testing.T, e *endpoint, now *time.Time, p int, off, n int) outSeg {
 	t.Helper()
-	up := make([]bool, len(e.view))
+	// Close every other path's window (not its health: output syncs health with the
+	// stack, and a path marked down would lose its in-flight data).
+	cwnd := make([]int, len(e.view))
 	for i := range e.view {
-		up[i] = e.view[i].Up
-		e.view[i].Up = i == p
+		cwnd[i] = e.view[i].Cwnd
+		if i != p {
+			e.view[i].Cwnd = 0
+		}
 	}
 	if nx := e.view[p].NextSend; nx.After(*now) {
 		*now = nx
@@ -1323,7 +1353,7 @@ func sendOn(t *testing.T, e *endpoint, now *time.Time, p int, off, n int) outSeg
 	e.sb.write(streamBytes(0, off, n))
 	out := flush(e, *now)
 	for i := range e.view {
-		e.view[i].Up = up[i]
+		e.view[i].Cwnd = cwnd[i]
 	}
 	d := dataSegs(out)
 	if len(d) != 1 || d[0].path != p {
