@@ -176,6 +176,7 @@ type engineFlags struct {
 	ports      string
 	metrics    string
 	recvWindow int
+	mss        int
 	debug      bool
 	noGuard    bool
 	drain      time.Duration
@@ -188,6 +189,7 @@ func (f *engineFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ports, "ports", "61000-65535", "local `range` for engine flows, kept out of the kernel's way by the nftables guard (keep it outside net.ipv4.ip_local_port_range)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `bytes` (at least 2 x sum of path rates x largest RTT)")
+	fs.IntVar(&f.mss, "mss", 1440, "TCP MSS the engine announces and sends (`bytes`): the paths' MTU less 60 (outer and inner IPv4, TCP); 1440 for 1500-byte paths")
 	fs.BoolVar(&f.debug, "debug", false, "debug logging")
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's net/http/pprof at `ADDR` (profiling; empty: off)")
@@ -212,6 +214,9 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 	pr, err := parsePortRange(f.ports)
 	if err != nil {
 		return nil, err
+	}
+	if f.mss < 536 || f.mss > 9000-60 {
+		return nil, fmt.Errorf("--mss %d: want 536..8940", f.mss)
 	}
 	var lpaths []raw.PathConfig
 	var tpaths []tcp.PathConfig
@@ -238,6 +243,7 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		Paths:         tpaths,
 		Scheduler:     f.scheduler,
 		RecvWindow:    f.recvWindow,
+		MSS:           f.mss,
 		PortFirst:     pr.First,
 		PortLast:      pr.Last,
 		AcceptSYNData: acceptSYNData,
