@@ -93,6 +93,7 @@ type endpoint struct {
 	sndWl1, sndWl2      uint32
 	sndShift, rcvShift  uint8
 	wsOK, sackOK, tsOK  bool
+	noTS                bool // do not offer timestamps (DialOptions.NoTimestamps)
 	segSize             int // payload bytes per data segment (MSS less options)
 	tsOffset, tsRecent  uint32
 	sb                  *sendBuffer
@@ -291,7 +292,7 @@ func (e *endpoint) sendSYN(now time.Time, retry bool) {
 	if e.state == stateSynSent || e.sackOK {
 		seg.Options.SACKPermitted = true
 	}
-	if e.state == stateSynSent || e.tsOK {
+	if (e.state == stateSynSent && !e.noTS) || e.tsOK {
 		seg.Options.HasTimestamp = true
 		seg.Options.TSVal = e.tsNow(now)
 		seg.Options.TSEcr = e.tsRecent

@@ -362,6 +362,12 @@ type DialOptions struct {
 	// SYNData is sent in the SYN (up to one segment). A peer that does not take SYN data
 	// (a kernel without TFO) gets it again right after the handshake.
 	SYNData []byte
+	// NoTimestamps leaves the timestamp option (RFC 7323) out of the SYN. Use it towards
+	// kernel peers: Linux discards data whose timestamp is older than that of the last
+	// in-order segment (PAWS), and sprayed segments routinely are: once a retransmission
+	// (new timestamp) fills a hole, originals sent earlier on a slower path still arrive
+	// with older timestamps and are dropped as if they were from a previous incarnation.
+	NoTimestamps bool
 }
 
 // Dial opens a connection to remote and waits for the handshake.
@@ -392,6 +398,7 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	s.probeTarget.Store(&remote)
 	now := time.Now()
 	e := newEndpoint(&s.ep, local, remote, s.isn(local, remote), now)
+	e.noTS = opts.NoTimestamps
 	if len(opts.SYNData) > 0 {
 		if n, err := e.sb.write(opts.SYNData); err != nil || n < len(opts.SYNData) {
 			s.releaseTuple(tuple{local, remote})

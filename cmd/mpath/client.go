@@ -211,7 +211,9 @@ func engineDialer(n *node) func(ctx context.Context, network, addr string) (net.
 		}
 		var last error
 		for _, ip := range ips {
-			c, err := n.stack.Dial(ctx, netip.AddrPortFrom(ip.Unmap(), uint16(pn)))
+			// Kernel peers: no timestamps, or Linux's PAWS check drops sprayed segments
+			// that arrive after a retransmission with a newer timestamp filled a hole.
+			c, err := n.stack.DialOptions(ctx, netip.AddrPortFrom(ip.Unmap(), uint16(pn)), tcp.DialOptions{NoTimestamps: true})
 			if err == nil {
 				return c, nil
 			}
