@@ -137,9 +137,10 @@ func TestSeedMatrix(t *testing.T) {
 						sc.reviveAt = sc.killAt + time.Second
 					}
 					r := runScenario(t, sc) // fails the test on any byte difference
-					t.Logf("seed %3d %6.2f MB: %v, %.2f Mbit/s (%.0f%% of the sum), longest stall %v",
+					rtx, lost, spurious := senderLoss(sc, r)
+					t.Logf("seed %3d %6.2f MB: %v, %.2f Mbit/s (%.0f%% of the sum), longest stall %v; sender retransmitted %d, declared lost %d, spurious %d",
 						sc.seed, float64(sc.size)/mib, r.elapsed.Round(time.Millisecond), r.goodput/mbit,
-						100*r.ratio(sumRates(sc.paths)), r.stalled.Round(time.Millisecond))
+						100*r.ratio(sumRates(sc.paths)), r.stalled.Round(time.Millisecond), rtx, lost, spurious)
 					if set.kill {
 						if r.stalled > 1500*time.Millisecond {
 							t.Errorf("seed %d: a path died and the receiver stalled %v, want <= 1.5s", sc.seed, r.stalled)
@@ -153,6 +154,20 @@ func TestSeedMatrix(t *testing.T) {
 			})
 		}
 	}
+}
+
+// senderLoss sums the sending stack's retransmission counters over its paths.
+func senderLoss(sc scenario, r result) (rtx, lost, spurious uint64) {
+	st := r.statsA
+	if sc.download {
+		st = r.statsB
+	}
+	for _, p := range st.Paths {
+		rtx += p.Retransmits
+		lost += p.Lost
+		spurious += p.Spurious
+	}
+	return rtx, lost, spurious
 }
 
 // checkRevived: when the transfer ran on for a while after the killed path came back,

@@ -1194,6 +1194,45 @@ func TestPathRevivedWithSegmentsInFlight(t *testing.T) {
 	}
 }
 
+// TestTimersMoveOn: after timer() runs at its deadline, the next deadline is later
+// (or there is none). A deadline that stays in the past makes the loop spin: it
+// re-arms the endpoint's timer for a time already passed, over and over. Case: Close
+// leads to FIN-WAIT-2 (finTimeout armed), the peer's FIN arrives 25 s later and the
+// endpoint enters TIME-WAIT; the FIN-WAIT-2 deadline must not outlive its state.
+func TestTimersMoveOn(t *testing.T) {
+	p := newPair(t, testConfig(1), testConfig(1), 7, 9)
+	p.connect(nil)
+	p.deliverAll(time.Second)
+	p.close(1)
+	p.deliverAll(0)
+	b := p.ep[1]
+	if b.state != stateFinWait2 {
+		t.Fatalf("state %v, want FIN-WAIT-2", b.state)
+	}
+	p.advance(25 * time.Second)
+	p.closeWrite(0)
+	p.deliverAll(0)
+	if b.state != stateTimeWait {
+		t.Fatalf("state %v, want TIME-WAIT", b.state)
+	}
+	for k := 0; k < 100 && !b.done; k++ {
+		d := b.deadline()
+		if d.IsZero() {
+			t.Fatalf("TIME-WAIT with no timer")
+		}
+		p.now = d
+		b.timer(p.now)
+		p.flush(1)
+		if d2 := b.deadline(); !b.done && !d2.IsZero() && !d2.After(p.now) {
+			t.Fatalf("in %v at %v: the timer ran, and the next deadline is %v again (the loop would spin until TIME-WAIT ends at %v)",
+				b.state, p.now.Sub(smT0), d2.Sub(smT0), b.twAt.Sub(smT0))
+		}
+	}
+	if !b.done || b.err != nil {
+		t.Fatalf("TIME-WAIT did not end cleanly: %v %v", b.state, b.err)
+	}
+}
+
 func TestKeepalive(t *testing.T) {
 	ka := func(c *epConfig) { c.keepAlive = 9 * time.Second }
 	t.Run("idle after the handshake: probes, answered", func(t *testing.T) {
