@@ -94,7 +94,7 @@ type endpoint struct {
 	sndShift, rcvShift  uint8
 	wsOK, sackOK, tsOK  bool
 	noTS                bool // do not offer timestamps (DialOptions.NoTimestamps)
-	segSize             int // payload bytes per data segment (MSS less options)
+	segSize             int  // payload bytes per data segment (MSS less options)
 	tsOffset, tsRecent  uint32
 	sb                  *sendBuffer
 	bufSeq              uint32 // sequence number of the send buffer's first byte
@@ -115,6 +115,7 @@ type endpoint struct {
 	rexmitAt            time.Time // SYN / connection-level retransmission deadline
 	connBackoff         uint
 	lastProgress        time.Time
+	allDownSince        time.Time // every path has been down since then (zero: some path is up)
 	persistAt           time.Time
 	persistBackoff      uint
 	paceAt              time.Time
@@ -886,6 +887,8 @@ func (e *endpoint) finAcked(now time.Time) {
 func (e *endpoint) enterTimeWait(now time.Time) {
 	e.state = stateTimeWait
 	e.twAt = now.Add(e.cfg.timeWait)
+	// Only TIME-WAIT's own timer lives on: the others belong to states left behind.
+	e.finWaitAt, e.persistAt, e.rexmitAt, e.rackAt, e.paceAt, e.kaAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	e.sb.close(nil)
 	for p := range e.paths {
 		e.paths[p].rtoAt = time.Time{}
@@ -1057,6 +1060,17 @@ func (e *endpoint) output(now time.Time) {
 		return
 	}
 	e.syncHealth(now)
+	if e.anyPathUp() {
+		e.allDownSince = time.Time{}
+	} else if e.allDownSince.IsZero() {
+		e.allDownSince = now
+	}
+	if e.state == stateSynSent && !e.allDownSince.IsZero() && e.synRetries > 0 {
+		// Every path is known dead and our SYN went unanswered: fail now rather than at
+		// the handshake timeout.
+		e.fail(ErrNoPath)
+		return
+	}
 	switch e.state {
 	case stateClosed, stateSynSent, stateSynRcvd:
 		if e.ackNow && e.state == stateSynRcvd {
@@ -1324,6 +1338,9 @@ func (e *endpoint) deadline() time.Time {
 	if e.state.synchronized() && e.tx.len() > 0 && e.cfg.userTimeout > 0 {
 		take(e.lastProgress.Add(e.cfg.userTimeout))
 	}
+	if !e.allDownSince.IsZero() && e.cfg.userTimeout > 0 && e.state.synchronized() && e.state != stateTimeWait {
+		take(maxTime(e.allDownSince, e.lastRecv).Add(e.cfg.userTimeout))
+	}
 	if e.state == stateSynSent || e.state == stateSynRcvd {
 		take(e.synAt.Add(e.cfg.synTimeout))
 	}
@@ -1367,6 +1384,14 @@ func (e *endpoint) timer(now time.Time) {
 	if e.tx.len() > 0 && e.cfg.userTimeout > 0 && now.Sub(e.lastProgress) >= e.cfg.userTimeout {
 		e.sendRST(e.sndNxt, e.rcvNxt, true)
 		e.fail(ErrTimeout)
+		return
+	}
+	if !e.allDownSince.IsZero() && e.cfg.userTimeout > 0 && now.Sub(e.allDownSince) >= e.cfg.userTimeout &&
+		now.Sub(e.lastRecv) >= e.cfg.userTimeout {
+		// Every path has been dead for the user timeout and the peer silent as long: give
+		// up even with nothing outstanding (the receiving side of a transfer would
+		// otherwise wait forever).
+		e.fail(ErrNoPath)
 		return
 	}
 	if !e.rackAt.IsZero() && !now.Before(e.rackAt) {
@@ -1535,4 +1560,11 @@ func (e *endpoint) keepalive(now time.Time) {
 	seg := e.header(now, e.sndNxt-1, 0) // seq one below: the peer must answer
 	e.out = append(e.out, outSeg{path: (e.rotor + e.kaProbes) % len(e.view), seg: seg})
 	e.kaAt = now.Add(interval)
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }

@@ -177,6 +177,7 @@ type engineFlags struct {
 	metrics    string
 	recvWindow int
 	mss        int
+	keepalive  time.Duration
 	debug      bool
 	noGuard    bool
 	drain      time.Duration
@@ -190,6 +191,7 @@ func (f *engineFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `bytes` (at least 2 x sum of path rates x largest RTT)")
 	fs.IntVar(&f.mss, "mss", 1440, "TCP MSS the engine announces and sends (`bytes`): the paths' MTU less 60 (outer and inner IPv4, TCP); 1440 for 1500-byte paths")
+	fs.DurationVar(&f.keepalive, "keepalive", time.Minute, "probe a flow idle this `long` and reset it when three probes go unanswered (0: off)")
 	fs.BoolVar(&f.debug, "debug", false, "debug logging")
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's net/http/pprof at `ADDR` (profiling; empty: off)")
@@ -244,6 +246,7 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		Scheduler:     f.scheduler,
 		RecvWindow:    f.recvWindow,
 		MSS:           f.mss,
+		KeepAlive:     f.keepalive,
 		PortFirst:     pr.First,
 		PortLast:      pr.Last,
 		AcceptSYNData: acceptSYNData,
