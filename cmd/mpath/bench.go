@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"mpath/bench"
+	benchlab "mpath/bench/lab"
 )
 
 const benchMore = `
@@ -31,6 +32,9 @@ object instead: url, requests, failed, failures{connect,receive,timeout,length,s
 non_2xx, bytes (bodies), total_bytes (headers too), seconds, bytes_per_second (bodies),
 requests_per_second, latency_ms, ttfb_ms and connect_ms {p50,p90,p99,min,mean,max},
 concurrency, ... A progress bar is drawn on stderr when it is a terminal, never when piped.
+
+--lab SCENARIO[,...] runs the thesis's experiments in a namespace lab instead (as root):
+see 'mpath bench --lab all --help'.
 
 examples:
   mpath bench -n 100 -c 4 http://10.77.255.2/big.bin
@@ -92,6 +96,9 @@ func (s secondsValue) Set(v string) error {
 // benchMain is mpath bench with its outputs passed in: stdout gets the report, stderr the
 // progress bar (when it is a terminal) and nothing else.
 func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
+	if wantsLab(args) {
+		return benchLabMain(ctx, args, stdout, stderr)
+	}
 	fs := benchFlagSet("bench", "[flags] URL", benchMore)
 	fs.SetOutput(stderr)
 	var (
@@ -120,6 +127,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	fs.BoolVar(&jsonOut, "json", false, "print one JSON object instead of the ab-style report")
 	fs.BoolVar(&quiet, "q", false, "no progress bar even on a terminal")
 	fs.BoolVar(&debug, "debug", false, "log the first occurrence of each distinct failure")
+	fs.String("lab", "", "run the lab sweeps `SCENARIO[,...]` instead of loading a URL (see --lab all --help)")
 
 	// Flags may come before or after the URL.
 	var pos []string
@@ -216,4 +224,89 @@ func flagGiven(fs *flag.FlagSet, name string) bool {
 		}
 	})
 	return given
+}
+
+// wantsLab reports whether the command line asks for the lab sweeps (--lab).
+func wantsLab(args []string) bool {
+	for _, a := range args {
+		if a == "--" {
+			return false
+		}
+		if a == "--lab" || a == "-lab" || strings.HasPrefix(a, "--lab=") || strings.HasPrefix(a, "-lab=") {
+			return true
+		}
+	}
+	return false
+}
+
+const benchLabMore = `
+Builds a lab (network namespaces: client, one relay per path, exit with Apache), runs
+the scenarios' tables cell by cell with mpath (SOCKS5 front, exit, Apache), kernel MPTCP
+over the same paths and kernel TCP over one path, then tears everything down (also on
+Ctrl-C). Each table is printed as it completes, and --out gets report.md (tables, method,
+charts embedded), results.json (every figure, per-path bytes, load averages) and PNG
+charts. Needs root, curl, mptcpize (Debian mptcpd) and apache2.
+
+Scenarios (thesis tables in seed/thesis-multipath-routing.txt, chapter 4):
+` + "%s" + `
+Rates are per path in kB/s (1 kB = 1000 bytes; 20 kB/s = 160 kbit/s), as in the thesis.
+Transfers are sized for about --seconds at the sum of the path rates and cut at 2.5
+times that. The full 'all' sweep takes about an hour; --quick runs a few cells of each
+scenario with tiny transfers (a smoke test: a minute or two).
+
+Examples:
+  mpath bench --lab all --out /tmp/bench-out
+  mpath bench --lab rates,weights --quick
+  mpath bench --lab proxy --repeat 3 --seconds 8
+  mpath bench --lab all --list
+`
+
+// benchLabMain is `mpath bench --lab`: flags, then benchlab.Run.
+func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
+	fs := benchFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
+		fmt.Sprintf(benchLabMore, benchlab.ScenarioHelp()))
+	fs.SetOutput(stderr)
+	var opt benchlab.Options
+	scen := fs.String("lab", "", "comma-separated `scenarios` to run, or all, e.g. rates,weights")
+	fs.BoolVar(&opt.Quick, "quick", false, "a few cells of each scenario with tiny transfers (for tests), e.g. --quick")
+	fs.StringVar(&opt.Out, "out", "bench-out", "output `directory` for report.md, results.json, the PNGs and logs/")
+	fs.StringVar(&opt.Prefix, "prefix", "bench", "lab namespace `prefix` (a lab with this prefix is replaced), e.g. b2")
+	fs.IntVar(&opt.Base, "base", 76, "second address `octet` B of the lab: 10.B.x.y")
+	fs.Float64Var(&opt.Seconds, "seconds", 5, "target `seconds` per transfer (1 with --quick unless given)")
+	fs.IntVar(&opt.Repeat, "repeat", 1, "measure each figure `N` times and keep the median")
+	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
+	debug := fs.Bool("debug", false, "debug logging")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("--lab takes no URL (unexpected %q)", fs.Args())
+	}
+	if *scen == "" {
+		return fmt.Errorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
+	}
+	opt.Scenarios = strings.Split(*scen, ",")
+	if opt.Quick && !flagGiven(fs, "seconds") {
+		opt.Seconds = 0 // the quick default
+	}
+	opt.Stdout = stdout
+	opt.Command = "mpath bench " + strings.Join(args, " ")
+	if *list {
+		tables, err := benchlab.Tables(opt)
+		if err != nil {
+			return err
+		}
+		for _, t := range tables {
+			fmt.Fprintf(stdout, "%-9s %-9s %3d cells  %s\n", t.ID, t.Scenario, len(t.Cells), t.Title)
+		}
+		return nil
+	}
+	log := newLogger(*debug).Named("bench")
+	defer log.Sync()
+	opt.Logger = log
+	_, err := benchlab.Run(ctx, opt)
+	if err != nil && ctx.Err() != nil {
+		return fmt.Errorf("interrupted: the lab is torn down; tables completed so far are in %s", opt.Out)
+	}
+	return err
 }
