@@ -41,15 +41,20 @@ type end struct {
 func relay(a, b end, idle time.Duration, aToB, bToA *atomic.Uint64) error {
 	var last atomic.Int64 // UnixNano of the last byte moved in either direction
 	last.Store(time.Now().UnixNano())
-	errc := make(chan error, 1)
+	// An error in either direction (a reset, a flow that timed out) ends both at once:
+	// the other direction may be blocked reading a peer that has nothing more to say.
+	errc := make(chan error, 2)
 	go func() { errc <- copyHalf(a.c, b, idle, &last, bToA) }()
-	err := copyHalf(b.c, a, idle, &last, aToB)
-	if err != nil {
-		a.c.Close()
-		b.c.Close()
-	}
-	if err2 := <-errc; err == nil && err2 != nil {
-		err = err2
+	go func() { errc <- copyHalf(b.c, a, idle, &last, aToB) }()
+	var err error
+	for range 2 {
+		if e := <-errc; e != nil {
+			if err == nil {
+				err = e
+			}
+			a.c.Close()
+			b.c.Close()
+		}
 	}
 	a.c.Close()
 	b.c.Close()

@@ -16,6 +16,7 @@ const (
 	cmdClose                // the application closed the connection
 	cmdAbort                // reset the connection (Dial cancelled, deadline policy)
 	cmdStats                // fill in a snapshot
+	cmdHealth               // path health changed: every endpoint re-syncs (and may give up)
 )
 
 type loopCmd struct {
@@ -159,6 +160,13 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 	switch cmd.kind {
 	case cmdStats:
 		l.fillStats(cmd.stats)
+		return
+	case cmdHealth:
+		for e := range l.conns {
+			if !e.done {
+				l.markDirty(e)
+			}
+		}
 		return
 	case cmdDial:
 		e := c.e

@@ -252,6 +252,12 @@ func (s *Stack) pathReport(p int, up bool) {
 	if h.down.CompareAndSwap(false, true) {
 		h.downSince.Store(time.Now().UnixNano())
 		s.log.Warn("path down", zap.Int("path", p), zap.String("name", s.ep.paths[p].Name))
+		// Idle endpoints (a receiver with nothing outstanding) would not notice otherwise:
+		// wake them all to move their in-flight data and, if nothing is left, start the
+		// clock that ends flows over dead paths.
+		for _, l := range s.loops {
+			l.command(loopCmd{kind: cmdHealth})
+		}
 	}
 }
 
