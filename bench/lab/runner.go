@@ -93,7 +93,12 @@ func (o *Options) fill() error {
 		}
 		names = append(names, s)
 	}
-	o.Scenarios = slices.Compact(names)
+	o.Scenarios = nil
+	for _, n := range names {
+		if !slices.Contains(o.Scenarios, n) {
+			o.Scenarios = append(o.Scenarios, n)
+		}
+	}
 	if o.Out == "" {
 		o.Out = "bench-out"
 	}
@@ -381,6 +386,9 @@ func (r *runner) measureCell(ctx context.Context, t *Table, c *Cell, m Measure) 
 	run := median(runs)
 	if run.Err != "" {
 		r.res.Failures++
+		if needsNodes(m) {
+			run.Err += r.keepNodeLogs(r.res.Failures)
+		}
 		if len(r.res.Errors) < 50 {
 			r.res.Errors = append(r.res.Errors, fmt.Sprintf("%s %s %s: %s", t.ID, cellName(t, c), m.System, run.Err))
 		}
@@ -388,6 +396,26 @@ func (r *runner) measureCell(ctx context.Context, t *Table, c *Cell, m Measure) 
 	r.cache[key] = run
 	r.where[key] = cellName(t, c)
 	return run, err
+}
+
+// keepNodeLogs copies the nodes' logs aside after a failed mpath measurement (the next
+// start truncates them) and says where they are.
+func (r *runner) keepNodeLogs(n int) string {
+	var kept []string
+	for _, name := range []string{"client.log", "exit.log"} {
+		b, err := os.ReadFile(filepath.Join(r.logs, name))
+		if err != nil {
+			continue
+		}
+		dst := filepath.Join(r.logs, fmt.Sprintf("failure%d-%s", n, name))
+		if os.WriteFile(dst, b, 0o644) == nil {
+			kept = append(kept, dst)
+		}
+	}
+	if len(kept) == 0 {
+		return ""
+	}
+	return " (node logs: " + strings.Join(kept, ", ") + ")"
 }
 
 // median returns the run with the median rate (the failed one if any failed), with every
