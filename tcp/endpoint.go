@@ -72,6 +72,7 @@ type epConfig struct {
 	keepAlive     time.Duration // 0: off
 	acceptSYNData bool
 	health        pathHealth
+	shares        []pathShare // per path, shared by the stack's connections; may be nil
 }
 
 // outSeg is a segment to send on a path. Payload slices point into the send buffer and
@@ -183,7 +184,11 @@ func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now ti
 	for i := range e.paths {
 		e.view[i].Up = cfg.health.pathUp(i)
 		e.view[i].InFlight, e.view[i].NextSend = 0, time.Time{}
-		e.paths[i].init(&e.view[i], cfg.mss, cfg.health.rttHint(i))
+		var sh *pathShare
+		if i < len(cfg.shares) {
+			sh = &cfg.shares[i]
+		}
+		e.paths[i].init(&e.view[i], cfg.mss, cfg.health.rttHint(i), sh)
 	}
 	sched, err := spray.New(cfg.scheduler)
 	if err != nil {
@@ -1101,6 +1106,20 @@ func (e *endpoint) output(now time.Time) {
 		e.unacked = 0
 		e.delAckAt = time.Time{}
 	}
+	if e.tx.len() > 0 && len(e.rtx) == 0 && e.state.synchronized() && e.state != stateTimeWait && !e.anyInFlight() {
+		// Everything sent was SACKed, yet the cumulative ACK does not move: only the
+		// connection timer can find out that the receiver dropped what it SACKed.
+		e.armConnRTO(now)
+	}
+}
+
+func (e *endpoint) anyInFlight() bool {
+	for i := range e.view {
+		if e.view[i].InFlight > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 // sendACK emits a pure acknowledgement (with SACK blocks when data is held out of
@@ -1496,6 +1515,14 @@ func (e *endpoint) connectionRTO(now time.Time) {
 		}
 		e.tx.push(txSeg{seq: e.sndNxt, end: e.sndNxt + uint32(n)})
 		e.sndNxt += uint32(n)
+	}
+	// RFC 2018 section 8: after a retransmission timeout the SACK marks are void (the
+	// receiver may have discarded what it SACKed). Everything not in flight is re-sent.
+	for i := 0; i < e.tx.len(); i++ {
+		if t := e.tx.at(i); t.sacked {
+			t.sacked = false
+			e.markLost(t)
+		}
 	}
 	s := e.tx.front()
 	if s.inflight {

@@ -1,6 +1,7 @@
 package tcp
 
 import (
+	"sync/atomic"
 	"time"
 
 	"mpath/spray"
@@ -27,8 +28,8 @@ const (
 	drainGain      = 1 / startupGain
 	probeBWCwndGn  = 2.0
 	bwWindowRounds = 10
-	initialCwndSeg = 10
-	minCwndSeg     = 4
+	initialCwndSeg = 4
+	minCwndSeg     = 2
 	paceCredit     = 2 * time.Millisecond // burst allowance: Go timers sleep in whole milliseconds
 )
 
@@ -47,6 +48,29 @@ func (m ccMode) String() string {
 	return [...]string{"startup", "drain", "probe_bw"}[m]
 }
 
+// pathShare is what all connections of a stack learn together about one path: how much
+// was lost and delivered lately, and whether the path is congested (many flows, or one
+// that overran it). A connection starting on a congested path skips its exponential
+// startup: a hundred flows doubling their rates into a full queue is what floods it.
+// Safe for concurrent use.
+type pathShare struct {
+	lost, delivered atomic.Uint64 // bytes since the stack last looked
+	congested       atomic.Bool
+}
+
+// congestedLoss is the loss fraction over a probe interval above which a path counts
+// as congested.
+const congestedLoss = 0.05
+
+// review folds the counters of the last interval into the congested flag.
+func (s *pathShare) review() {
+	lost, dlv := s.lost.Swap(0), s.delivered.Swap(0)
+	if lost+dlv == 0 {
+		return
+	}
+	s.congested.Store(float64(lost) > congestedLoss*float64(lost+dlv))
+}
+
 // sentRef is one transmission on a path, in send order (the path's RACK queue).
 type sentRef struct {
 	seq    uint32
@@ -57,6 +81,7 @@ type sentRef struct {
 type pathState struct {
 	v   *spray.Path // the scheduler-visible part (cwnd, in flight, RTTs, rate, pacing)
 	mss int
+	sh  *pathShare // the stack's view of the path; nil when driven alone
 
 	// RTT (RFC 6298).
 	srtt, rttvar time.Duration
@@ -89,6 +114,8 @@ type pathState struct {
 	pacingRate         float64 // bytes per second
 	roundLost          uint64
 	roundDelivered     uint64
+	inflightHi         int // ceiling on the window after lossy rounds; 0: none
+	lossFreeRounds     int
 
 	// RACK, per path.
 	rackXmit time.Time
@@ -105,12 +132,20 @@ type pathState struct {
 	spurious             uint64
 }
 
-func (p *pathState) init(v *spray.Path, mss int, rttHint time.Duration) {
+func (p *pathState) init(v *spray.Path, mss int, rttHint time.Duration, sh *pathShare) {
 	p.v = v
 	p.mss = mss
+	p.sh = sh
 	p.mode = modeStartup
 	p.pacingGain, p.cwndGain = startupGain, startupGain
 	v.Cwnd = initialCwndSeg * mss
+	if sh != nil && sh.congested.Load() {
+		// Other flows fill the path: start cruising instead of doubling.
+		p.filledPipe = true
+		p.mode = modeProbeBW
+		p.cwndGain, p.cycleIdx, p.pacingGain = probeBWCwndGn, 2, 1
+		v.Cwnd = p.minCwnd()
+	}
 	if rttHint > 0 {
 		// A hint from the handshake or from other connections over the same path: it sets
 		// the first pacing rate and RTO; the path still earns its own samples.
@@ -207,13 +242,11 @@ func (p *pathState) setPacingRate() {
 	if p.mode == modeStartup && !p.filledPipe && rate < p.pacingRate {
 		return // never slow down while still looking for the bandwidth
 	}
-	// Floor: at least the minimum window per round trip, so a bad sample cannot stall
-	// the path.
-	rtt := p.srtt
-	if rtt <= 0 {
-		rtt = 100 * time.Millisecond
-	}
-	p.pacingRate = max(rate, float64(minCwndSeg*p.mss)/rtt.Seconds())
+	// No floor from the window: with many flows on a path, each flow's fair share can be
+	// well under a segment per round trip, and a floor of a few segments per RTT per flow
+	// would overrun the path's queue by itself. Only a rate that is no rate at all (a
+	// degenerate sample) is lifted, to one segment per second.
+	p.pacingRate = max(rate, float64(p.mss))
 }
 
 // onSend updates pacing and delivery-rate state for a transmission of size bytes
@@ -315,7 +348,7 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 		sendElapsed := rs.sentAt.Sub(rs.firstSent)
 		ackElapsed := now.Sub(rs.priorTime)
 		interval := max(sendElapsed, ackElapsed)
-		if interval > 0 && p.minRTT > 0 && interval >= p.minRTT/2 {
+		if interval > 0 && p.minRTT > 0 && interval >= p.minRTT/2 && p.delivered >= rs.prior {
 			rate := float64(p.delivered-rs.prior) / interval.Seconds()
 			if !rs.appLimited || rate >= p.bw.get() {
 				p.bw.update(rate, p.round, bwWindowRounds)
@@ -325,6 +358,7 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 	p.v.DeliveryRate = p.bw.get()
 	if roundStart {
 		p.checkFullPipe(rs)
+		p.boundInflight()
 		p.roundLost, p.roundDelivered = 0, 0
 	}
 	p.updateMode(now, rs)
@@ -337,7 +371,7 @@ func (p *pathState) checkFullPipe(rs *rateSample) {
 		return
 	}
 	// Heavy loss in a round ends the search (a shallow buffer overflowed).
-	if p.roundLost > 0 && p.roundLost*50 > p.roundDelivered+p.roundLost && p.roundLost >= uint64(3*p.mss) {
+	if p.roundLost >= uint64(2*p.mss) && p.roundLost*50 > p.roundDelivered+p.roundLost {
 		p.filledPipe = true
 		return
 	}
@@ -363,6 +397,38 @@ func (p *pathState) checkFullPipe(rs *rateSample) {
 	p.fullBwCount++
 	if p.fullBwCount >= 3 {
 		p.filledPipe = true
+	}
+}
+
+// boundInflight runs at the end of each round trip: a round that lost more than 2% of
+// what it delivered means the path's queue overflows (many flows share it, or a probe
+// went too far), so the amount in flight gets a ceiling 30% below the window that lost;
+// each round without such loss raises the ceiling again, by 1, 2, 4 ... 32 segments,
+// and once it clears three bandwidth-delay products it is dropped. Random loss below
+// the threshold leaves the window alone (the reason for a model-based controller).
+// This is BBRv2's inflight_hi in its simplest form.
+func (p *pathState) boundInflight() {
+	total := p.roundDelivered + p.roundLost
+	if p.sh != nil {
+		p.sh.lost.Add(p.roundLost)
+		p.sh.delivered.Add(p.roundDelivered)
+	}
+	if p.roundLost >= uint64(2*p.mss) && p.roundLost*50 > total {
+		base := p.v.Cwnd
+		if p.inflightHi > 0 {
+			base = min(base, p.inflightHi)
+		}
+		p.inflightHi = max(base*7/10, p.minCwnd())
+		p.lossFreeRounds = 0
+		return
+	}
+	if p.inflightHi == 0 || total == 0 {
+		return
+	}
+	p.lossFreeRounds++
+	p.inflightHi += p.mss << min(p.lossFreeRounds-1, 5)
+	if bdp := p.bdp(); bdp > 0 && float64(p.inflightHi) > 3*bdp+float64(3*p.mss) {
+		p.inflightHi = 0
 	}
 }
 
@@ -414,7 +480,20 @@ func (p *pathState) setCwnd(acked int) {
 	} else if p.bdp() == 0 || float64(cw) < target {
 		cw += acked
 	}
-	p.v.Cwnd = max(cw, minCwndSeg*p.mss)
+	if p.inflightHi > 0 {
+		cw = min(cw, p.inflightHi)
+	}
+	p.v.Cwnd = max(cw, p.minCwnd())
+}
+
+// minCwnd is the smallest window the path keeps: two segments, or one while the stack
+// sees the path congested (with a hundred flows on a path, two segments each can be
+// more than the path and its queue hold together, and the floor alone floods it).
+func (p *pathState) minCwnd() int {
+	if p.sh != nil && p.sh.congested.Load() {
+		return p.mss
+	}
+	return minCwndSeg * p.mss
 }
 
 // onTimeout is the path's retransmission timeout: everything in flight on it is
@@ -422,7 +501,7 @@ func (p *pathState) setCwnd(acked int) {
 func (p *pathState) onTimeout(now time.Time) {
 	p.timeouts++
 	p.backoff++
-	p.v.Cwnd = minCwndSeg * p.mss
+	p.v.Cwnd = p.minCwnd()
 	p.rtoAt = time.Time{}
 	p.appLimitedTo = 0
 	p.filledPipe = true
@@ -439,9 +518,11 @@ func (p *pathState) reset(now time.Time) {
 	tx, txb, rtx, rtxb, lost, dp, sp := p.txPackets, p.txBytes, p.rtxPackets, p.rtxBytes, p.lostPackets, p.deliveredPackets, p.spurious
 	inflight := v.InFlight // segments sent while the path was down (probes) stay in flight
 	sent, sentHead := p.sent, p.sentHead
+	delivered, round, nextRound := p.delivered, p.round, p.nextRoundDelivered // monotonic: in-flight segments hold snapshots of them
 	*p = pathState{}
 	p.sent, p.sentHead = sent, sentHead
-	p.init(v, mss, srtt)
+	p.delivered, p.round, p.nextRoundDelivered = delivered, round, nextRound
+	p.init(v, mss, srtt, p.sh)
 	p.minRTT, p.symSRTT, p.symMin = minRTT, symSRTT, symMin
 	v.InFlight = inflight
 	v.DeliveryRate = 0

@@ -204,6 +204,7 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		keepAlive:     cfg.KeepAlive,
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
+		shares:        make([]pathShare, len(cfg.Paths)),
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))
 	s.loops = make([]*loop, cfg.Loops)
@@ -485,6 +486,9 @@ func (s *Stack) prober() {
 		case <-s.closed:
 			return
 		case <-t.C:
+		}
+		for p := range s.ep.shares {
+			s.ep.shares[p].review()
 		}
 		target := s.probeTarget.Load()
 		if target == nil {

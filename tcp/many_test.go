@@ -1,0 +1,128 @@
+package tcp_test
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	"mpath/tcp"
+	"mpath/tcp/simnet"
+)
+
+// TestSimManyFlows: many parallel downloads share the paths; together they should fill
+// them (each flow's per-path controllers must not starve or overrun each other), and
+// every flow is checked byte for byte.
+func TestSimManyFlows(t *testing.T) {
+	flows, size := 100, 1<<20
+	if raceEnabled {
+		flows, size = 40, 256<<10
+	}
+	specs := []simnet.PathSpec{
+		{Rate: 40 * mbit, Delay: 5 * time.Millisecond},
+		{Rate: 40 * mbit, Delay: 10 * time.Millisecond},
+		{Rate: 40 * mbit, Delay: 15 * time.Millisecond},
+	}
+	synctest.Test(t, func(t *testing.T) {
+		n := simnet.New(5, specs)
+		defer n.Close()
+		sc := scenario{paths: specs}
+		a, err := tcp.NewStack(stackConfig(addrA, sc), n.Host(0))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer a.Close()
+		n.Host(0).Attach(a)
+		b, err := tcp.NewStack(stackConfig(addrB, sc), n.Host(1))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer b.Close()
+		n.Host(1).Attach(b)
+		ln, err := b.Listen(80)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			for i := 0; ; i++ {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				go func(c interface {
+					Read([]byte) (int, error)
+					Write([]byte) (int, error)
+					Close() error
+				}) {
+					defer c.Close()
+					var seed [1]byte
+					if _, err := c.Read(seed[:]); err != nil {
+						return
+					}
+					pattern(c, size, uint64(seed[0]))
+				}(c)
+			}
+		}()
+		start := time.Now()
+		stopTrace := make(chan struct{})
+		if testing.Verbose() {
+			go func() {
+				tk := time.NewTicker(500 * time.Millisecond)
+				defer tk.Stop()
+				for {
+					select {
+					case <-stopTrace:
+						return
+					case <-tk.C:
+					}
+					st := b.Stats()
+					p := st.Paths[0]
+					t.Logf("t=%v flows=%d p0 cwnd=%d infl=%d pace=%.1fM bw=%.1fM lost=%d mode=%s", time.Since(start).Round(time.Millisecond), st.Flows, p.Cwnd, p.InFlight, p.PacingRate*8/mbit, p.DeliveryRate*8/mbit, p.Lost, p.Mode)
+				}
+			}()
+		}
+		var wg sync.WaitGroup
+		errs := make(chan error, flows)
+		for i := 0; i < flows; i++ {
+			wg.Add(1)
+			go func(i int) {
+				defer wg.Done()
+				c, err := a.Dial(context.Background(), netip.AddrPortFrom(addrB, 80))
+				if err != nil {
+					errs <- err
+					return
+				}
+				defer c.Close()
+				if _, err := c.Write([]byte{byte(i)}); err != nil {
+					errs <- err
+					return
+				}
+				want, _ := pattern(discard{}, size, uint64(i))
+				got, n, _, err := drain(c)
+				if err != nil || n != int64(size) || got != want {
+					errs <- fmt.Errorf("flow %d: %d bytes, err %v, sha256 match %v", i, n, err, got == want)
+				}
+			}(i)
+		}
+		wg.Wait()
+		close(stopTrace)
+		close(errs)
+		for err := range errs {
+			t.Error(err)
+		}
+		el := time.Since(start)
+		gp := float64(flows*size) * 8 / el.Seconds()
+		t.Logf("%d flows x %d bytes in %v: %.1f Mbit/s = %.1f%% of %.0f Mbit/s", flows, size, el.Round(time.Millisecond), gp/mbit, 100*gp/sumRates(specs), sumRates(specs)/mbit)
+		for _, p := range b.Stats().Paths {
+			t.Logf("  %s tx=%d rtx=%d lost=%d", p.Name, p.TxPackets, p.Retransmits, p.Lost)
+		}
+	})
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
