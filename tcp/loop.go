@@ -11,12 +11,12 @@ import (
 type cmdKind uint8
 
 const (
-	cmdDial  cmdKind = iota // register c's endpoint and send its SYN
-	cmdKick                 // the application wrote, read, or closed its write side
-	cmdClose                // the application closed the connection
-	cmdAbort                // reset the connection (Dial cancelled, deadline policy)
-	cmdStats                // fill in a snapshot
-	cmdHealth               // path health changed: every endpoint re-syncs (and may give up)
+	cmdDial   cmdKind = iota // register c's endpoint and send its SYN
+	cmdKick                  // the application wrote, read, or closed its write side
+	cmdClose                 // the application closed the connection
+	cmdAbort                 // reset the connection (Dial cancelled, deadline policy)
+	cmdStats                 // fill in a snapshot
+	cmdHealth                // path health changed: every endpoint re-syncs (and may give up)
 )
 
 type loopCmd struct {
