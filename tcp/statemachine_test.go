@@ -2070,7 +2070,7 @@ func TestAllocsEndpoint(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		r.step()
 	}
-	if a := testing.AllocsPerRun(2000, r.step); a != 0 {
+	if a := minAllocs(2000, r.step); a != 0 {
 		t.Errorf("receive path: %.2f allocations per in-order segment, want 0", a)
 	}
 	if r.e.rcvNxt != r.seg.Seq || r.e.done {
@@ -2080,12 +2080,23 @@ func TestAllocsEndpoint(t *testing.T) {
 	for i := 0; i < 2000; i++ {
 		s.step()
 	}
-	if a := testing.AllocsPerRun(2000, s.step); a != 0 {
+	if a := minAllocs(2000, s.step); a != 0 {
 		t.Errorf("send path: %.2f allocations per segment sent and acknowledged, want 0", a)
 	}
 	if sent := s.e.sndNxt - s.e.iss - 1; sent != uint32(s.n*s.e.segSize) || s.e.sndNxt-s.e.sndUna > uint32(s.e.segSize) {
 		t.Fatalf("sender: sent %d bytes in %d steps of %d, %d unacknowledged", sent, s.n, s.e.segSize, s.e.sndNxt-s.e.sndUna)
 	}
+}
+
+// minAllocs is the least of three testing.AllocsPerRun measurements. AllocsPerRun
+// counts every allocation in the process, so a goroutine left running by another test
+// can add to one measurement; an allocation on the measured path shows in all three.
+func minAllocs(runs int, f func()) float64 {
+	least := testing.AllocsPerRun(runs, f)
+	for i := 0; i < 2 && least > 0; i++ {
+		least = min(least, testing.AllocsPerRun(runs, f))
+	}
+	return least
 }
 
 type discardLink struct{}
@@ -2112,7 +2123,7 @@ func TestAllocsStackInput(t *testing.T) {
 	for i := 0; i < 1000; i++ {
 		s.Input(segs)
 	}
-	if a := testing.AllocsPerRun(5000, func() { s.Input(segs) }); a > 0.01 {
+	if a := minAllocs(5000, func() { s.Input(segs) }); a > 0.01 {
 		t.Errorf("Stack.Input: %.3f allocations per segment, want 0", a)
 	}
 	if n := s.drops.noConn.Load(); n == 0 {
