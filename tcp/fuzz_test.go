@@ -64,7 +64,6 @@ func fuzzPair(tb testing.TB, h []byte) (*pair, time.Duration) {
 		syn = streamBytes(0, 0, min(300, mss-40))
 	}
 	p.kickOnRevive = true
-	p.skipKnownBugs = true
 	p.connect(syn)
 	minTimeout := min(a.synTimeout, a.userTimeout)
 	if ka > 0 {
@@ -223,7 +222,6 @@ func fuzzEstablished(tb testing.TB, h byte) *pair {
 	npaths := int(h&3) + 1
 	p := newPair(tb, testConfig(npaths, func(c *epConfig) { c.rcvLimit = 64 << 10 }), testConfig(npaths), 0xfffff000+uint32(h)<<4, 7)
 	p.kickOnRevive = true
-	p.skipKnownBugs = true
 	p.connect(nil)
 	p.deliverAll(time.Second)
 	p.write(1, 3000)

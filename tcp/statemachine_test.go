@@ -18,7 +18,6 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
-	"strings"
 	"testing"
 	"time"
 
@@ -1566,10 +1565,6 @@ type pair struct {
 	// TestAllPathsDownRevived. The fuzz targets set it to get past that.
 	kickOnRevive bool
 	probed       time.Time // the prober's ticks up to here have run
-
-	// skipKnownBugs makes the harness skip (not fail) an input that runs into a bug
-	// that has its own failing test, so the fuzzers keep exploring past it.
-	skipKnownBugs bool
 }
 
 // stackHealth is a Stack's path health (the Stack is never started) with counters.
@@ -1721,9 +1716,6 @@ func (p *pair) fire(i int) bool {
 	e.timer(p.now)
 	p.flush(i)
 	if d2 := e.deadline(); !e.done && !d2.IsZero() && !d2.After(p.now) {
-		if p.skipKnownBugs && e.state == stateTimeWait && !e.finWaitAt.IsZero() && !e.finWaitAt.After(p.now) {
-			p.tb.Skipf("BUG (TestTimersMoveOn): side %d in TIME-WAIT keeps its FIN-WAIT-2 deadline", i)
-		}
 		p.tb.Fatalf("side %d (%v): timer deadline %v not moved past now %v after firing", i, e.state, d2.Sub(smT0), p.now.Sub(smT0))
 	}
 	return true
@@ -1922,9 +1914,6 @@ func (p *pair) check() {
 	for i, e := range p.ep {
 		if e != nil {
 			if err := checkEndpoint(e); err != nil {
-				if p.skipKnownBugs && strings.Contains(err.Error(), "in flight and sacked=true") {
-					p.tb.Skipf("BUG (TestRenegedSACK): side %d: %v", i, err)
-				}
 				p.tb.Fatalf("side %d (%v) at %v: %v", i, e.state, p.now.Sub(smT0), err)
 			}
 		}
