@@ -63,7 +63,6 @@ func fuzzPair(tb testing.TB, h []byte) (*pair, time.Duration) {
 	if h[0]&4 != 0 {
 		syn = streamBytes(0, 0, min(300, mss-40))
 	}
-	p.kickOnRevive = true
 	p.connect(syn)
 	minTimeout := min(a.synTimeout, a.userTimeout)
 	if ka > 0 {
@@ -130,6 +129,7 @@ func fuzzOp(p *pair, op, arg byte) {
 		// down (the prober revives it within a second).
 		if h := p.health[side]; len(h.s.health) > 1 {
 			h.pathReport(int(arg>>1)%len(h.s.health), false)
+			p.wakeups()
 		}
 	}
 }
@@ -221,7 +221,6 @@ func FuzzEndpoint(f *testing.F) {
 func fuzzEstablished(tb testing.TB, h byte) *pair {
 	npaths := int(h&3) + 1
 	p := newPair(tb, testConfig(npaths, func(c *epConfig) { c.rcvLimit = 64 << 10 }), testConfig(npaths), 0xfffff000+uint32(h)<<4, 7)
-	p.kickOnRevive = true
 	p.connect(nil)
 	p.deliverAll(time.Second)
 	p.write(1, 3000)

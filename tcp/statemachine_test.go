@@ -1175,7 +1175,6 @@ func TestAllPathsDownRevived(t *testing.T) {
 // must equal the in-flight entries of the transmit log at every step.
 func TestPathRevivedWithSegmentsInFlight(t *testing.T) {
 	p := newPair(t, testConfig(1), testConfig(1), 7, 9)
-	p.kickOnRevive = true
 	p.connect(nil)
 	p.deliverAll(time.Second)
 	p.write(0, 100)
@@ -1560,18 +1559,17 @@ type pair struct {
 	noRead [2]bool // deliverAll leaves received data unread
 	listen bool
 
-	// kickOnRevive wakes an endpoint when the prober revives one of its paths. The real
-	// loop does not (it resyncs health only on the endpoint's next event); see
-	// TestAllPathsDownRevived. The fuzz targets set it to get past that.
-	kickOnRevive bool
-	probed       time.Time // the prober's ticks up to here have run
+	probed time.Time // the prober's ticks up to here have run
 }
 
 // stackHealth is a Stack's path health (the Stack is never started) with counters.
+// A path going down sets wake: the Stack then sends every loop cmdHealth, which runs
+// every endpoint's output; the pair does that for the side's endpoint after the step.
 type stackHealth struct {
 	s          *Stack
 	l          *loop
 	downs, ups int
+	wake       bool
 }
 
 func newStackHealth(cfg *epConfig) *stackHealth {
@@ -1585,6 +1583,9 @@ func (h *stackHealth) pathReport(p int, up bool) {
 		h.ups++
 	} else {
 		h.downs++
+		if h.s.pathUp(p) {
+			h.wake = true
+		}
 	}
 	h.s.pathReport(p, up)
 }
@@ -1637,6 +1638,17 @@ func (p *pair) flush(i int) {
 		e.output(p.now) // output syncs path health with the stack, as in the loop
 	}
 	p.collect(i)
+	p.wakeups()
+}
+
+// wakeups runs the loop's cmdHealth for sides whose stack marked a path down.
+func (p *pair) wakeups() {
+	for i, h := range p.health {
+		if h.wake {
+			h.wake = false
+			p.flush(i)
+		}
+	}
 }
 
 // probeTick is the stack prober's next run after now when some path is down, or zero.
@@ -1652,19 +1664,15 @@ func (p *pair) probeTick() time.Time {
 // real prober's ticker runs from the stack's start, not the connection's).
 const probePhase = 500 * time.Millisecond
 
-// probe revives every path marked down (the prober's probes were answered).
+// probe revives every path marked down (the prober's probes were answered). Like the
+// Stack, it wakes no endpoint: a path coming back is noticed at the endpoint's next
+// event (its output syncs health).
 func (p *pair) probe() {
-	for i, h := range p.health {
-		if !h.anyDown() {
-			continue
-		}
+	for _, h := range p.health {
 		for q := range h.s.health {
 			if !h.s.pathUp(q) {
 				h.s.pathReport(q, true)
 			}
-		}
-		if p.kickOnRevive {
-			p.flush(i)
 		}
 	}
 }
