@@ -144,12 +144,13 @@ type endpoint struct {
 	challengeCnt int
 
 	// Close.
-	readClosed bool // Close was called: arriving data resets the connection
-	appClosed  bool
-	twAt       time.Time
-	finWaitAt  time.Time
-	err        error
-	done       bool // finished: the loop removes it
+	abortReason string // why we reset the connection, for the log
+	readClosed  bool   // Close was called: arriving data resets the connection
+	appClosed   bool
+	twAt        time.Time
+	finWaitAt   time.Time
+	err         error
+	done        bool // finished: the loop removes it
 
 	// Loop bookkeeping.
 	dirty   bool      // queued for finishEndpoint in this loop iteration
@@ -450,8 +451,11 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 	if len(seg.Payload) > 0 {
 		switch e.state {
 		case stateEstablished, stateFinWait1, stateFinWait2:
-			if e.readClosed {
-				// The application closed without reading: RFC 9293 3.10.4, reset.
+			if e.readClosed && seqnum.GT(seg.Seq+uint32(len(seg.Payload)), e.rcvNxt) {
+				// New data for an application that closed: RFC 9293 3.10.4, reset. (A
+				// duplicate of data already taken, which multipath retransmissions often
+				// are, is not new: it gets an ACK below.)
+				e.abortReason = "new data after close"
 				e.abort(now)
 				return
 			}

@@ -5,6 +5,8 @@ import (
 	"sync"
 	"time"
 
+	"go.uber.org/zap"
+
 	"mpath/tcp/seqnum"
 )
 
@@ -187,9 +189,11 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 		e.appClosed, e.readClosed = true, true
 		switch {
 		case e.state == stateSynSent || e.state == stateSynRcvd && c.listener == nil:
+			e.abortReason = "closed during the handshake"
 			e.abort(now)
 		case e.rb.length() > 0:
 			// Unread data on close: reset, so the peer knows it was not consumed.
+			e.abortReason = "closed with unread data"
 			e.abort(now)
 		default:
 			e.closeWrite()
@@ -198,6 +202,7 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 			}
 		}
 	case cmdAbort:
+		e.abortReason = "aborted by the application"
 		e.abort(now)
 	}
 	l.markDirty(e)
@@ -283,6 +288,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		if c.listener != nil {
 			c.listener.pending.Add(-1)
 			if !e.done && !c.listener.offer(c) {
+				e.abortReason = "listener backlog full"
 				e.abort(now)
 				l.finishEndpoint(now, e)
 				return
@@ -296,6 +302,11 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		c.winLow.Store(wnd < e.cfg.rcvLimit/2)
 	}
 	if e.done {
+		if e.abortReason != "" {
+			l.s.log.Debug("reset sent", zap.Stringer("local", e.local), zap.Stringer("remote", e.remote), zap.String("reason", e.abortReason))
+		} else if e.err != nil {
+			l.s.log.Debug("connection failed", zap.Stringer("local", e.local), zap.Stringer("remote", e.remote), zap.Error(e.err))
+		}
 		for p := range e.paths {
 			ps, t := &e.paths[p], &l.s.totals[p]
 			t.retrans.Add(ps.rtxPackets)
@@ -331,6 +342,7 @@ func (l *loop) shutdown() {
 	now := time.Now()
 	for e, c := range l.conns {
 		if !e.done {
+			e.abortReason = "stack closed"
 			e.abort(now)
 		}
 		for i := range e.out {
