@@ -33,7 +33,7 @@ vet:
 # test: formatting, vet, then every test with the race detector. Tests that need root
 # and network namespaces run too when this is run as root (they skip, saying so, otherwise).
 test: deps fmt-check vet build
-	$(GO) test -race -count=1 -timeout 60m ./...
+	$(GO) test -race -count=1 -p 1 -timeout 80m ./...
 
 demo: deps build
 	./$(BIN) demo

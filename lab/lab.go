@@ -249,19 +249,33 @@ func Do(ns string, fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		// No UnlockOSThread: the goroutine exits locked, so the runtime throws the
-		// thread (now in ns) away instead of reusing it.
+		// The thread goes back to its own namespace afterwards and is unlocked. Leaving
+		// it in ns and letting the locked goroutine exit is not enough: when the thread
+		// is the process's main thread the runtime cannot discard it, and the whole
+		// process then shows up as living in ns.
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- fmt.Errorf("lab: enter %s: %w", ns, err)
+			return // exits locked: the thread is discarded
+		}
+		defer orig.Close()
 		f, err := os.Open(filepath.Join("/run/netns", ns))
 		if err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("lab: enter %s: %w", ns, err)
 			return
 		}
 		defer f.Close()
 		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
 			errc <- fmt.Errorf("lab: enter %s: setns: %w", ns, err)
 			return
 		}
-		errc <- fn()
+		ferr := fn()
+		if err := unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET); err == nil {
+			runtime.UnlockOSThread()
+		} // else: stay locked, so the runtime discards the thread still in ns
+		errc <- ferr
 	}()
 	return <-errc
 }
