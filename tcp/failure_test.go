@@ -9,7 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"mpath/tcp"
 	"mpath/tcp/simnet"
 )
 
@@ -20,26 +19,7 @@ import (
 func TestAllPathsDeadEndsBothSides(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		specs := []simnet.PathSpec{{Rate: 10 * mbit, Delay: 10 * time.Millisecond}, {Rate: 10 * mbit, Delay: 20 * time.Millisecond}}
-		n := simnet.New(3, specs)
-		defer n.Close()
-		sc := scenario{paths: specs}
-		a, err := tcp.NewStack(stackConfig(addrA, sc), n.Host(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		n.Host(0).Attach(a)
-		b, err := tcp.NewStack(stackConfig(addrB, sc), n.Host(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		n.Host(1).Attach(b)
-		ln, err := b.Listen(80)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		n, a, _, ln := simPair(t, scenario{paths: specs, seed: 3})
 		srvErr := make(chan error, 1)
 		go func() {
 			c, err := ln.Accept()

@@ -9,7 +9,6 @@ import (
 	"testing/synctest"
 	"time"
 
-	"mpath/tcp"
 	"mpath/tcp/simnet"
 )
 
@@ -27,26 +26,7 @@ func TestSimManyFlows(t *testing.T) {
 		{Rate: 40 * mbit, Delay: 15 * time.Millisecond},
 	}
 	synctest.Test(t, func(t *testing.T) {
-		n := simnet.New(5, specs)
-		defer n.Close()
-		sc := scenario{paths: specs}
-		a, err := tcp.NewStack(stackConfig(addrA, sc), n.Host(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		n.Host(0).Attach(a)
-		b, err := tcp.NewStack(stackConfig(addrB, sc), n.Host(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		n.Host(1).Attach(b)
-		ln, err := b.Listen(80)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		_, a, b, ln := simPair(t, scenario{paths: specs, seed: 5})
 		go func() {
 			for i := 0; ; i++ {
 				c, err := ln.Accept()

@@ -119,30 +119,36 @@ func stackConfig(addr netip.Addr, sc scenario) tcp.Config {
 	return cfg
 }
 
+// simPair is two stacks joined by a simulated network, b listening on port 80. Call it
+// inside a synctest bubble; t.Cleanup closes everything.
+func simPair(t *testing.T, sc scenario) (n *simnet.Network, a, b *tcp.Stack, ln *tcp.Listener) {
+	t.Helper()
+	n = simnet.New(sc.seed, sc.paths)
+	t.Cleanup(n.Close)
+	var err error
+	if a, err = tcp.NewStack(stackConfig(addrA, sc), n.Host(0)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { a.Close() })
+	n.Host(0).Attach(a)
+	if b, err = tcp.NewStack(stackConfig(addrB, sc), n.Host(1)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { b.Close() })
+	n.Host(1).Attach(b)
+	if ln, err = b.Listen(80); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	return n, a, b, ln
+}
+
 // runScenario moves sc.size bytes over a simulated network in a synctest bubble and
 // reports what happened. Every transfer is checked byte for byte by the caller.
 func runScenario(t *testing.T, sc scenario) (res result) {
 	t.Helper()
 	synctest.Test(t, func(t *testing.T) {
-		n := simnet.New(sc.seed, sc.paths)
-		defer n.Close()
-		a, err := tcp.NewStack(stackConfig(addrA, sc), n.Host(0))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer a.Close()
-		n.Host(0).Attach(a)
-		b, err := tcp.NewStack(stackConfig(addrB, sc), n.Host(1))
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer b.Close()
-		n.Host(1).Attach(b)
-		ln, err := b.Listen(80)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ln.Close()
+		n, a, b, ln := simPair(t, sc)
 
 		if sc.killAt > 0 {
 			time.AfterFunc(sc.killAt, func() { n.SetDown(sc.killPath, true) })
