@@ -8,7 +8,6 @@ import (
 	"net/netip"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"mpath/socks"
@@ -167,31 +166,15 @@ func runClient(args []string) error {
 		go s.Serve(ln)
 		log.Info("http front", zap.String("addr", ln.Addr().String()))
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(coll)
-	if err := serveMetrics(ctx, log, ef.metrics, reg); err != nil {
-		return err
-	}
 	mode := "tunnel"
 	if *direct {
 		mode = "direct"
 	}
-	log.Info("client ready", zap.String("mode", mode), zap.Stringer("addr", addr), zap.Strings("paths", n.stack.Paths()),
-		zap.String("scheduler", ef.scheduler))
-	select {
-	case <-ctx.Done():
-	case err := <-n.done:
-		return fmt.Errorf("link stopped: %w", err)
-	}
-	log.Info("shutting down: no new connections, open flows get --drain to finish", zap.Duration("drain", ef.drain))
-	sctx, scancel := context.WithTimeout(context.Background(), ef.drain)
-	defer scancel()
-	for _, f := range fronts {
-		f.Shutdown(sctx)
-	}
-	return nil
+	return n.serve(coll, ef, func(ctx context.Context) {
+		for _, f := range fronts {
+			f.Shutdown(ctx)
+		}
+	}, zap.String("mode", mode), zap.Stringer("addr", addr), zap.String("scheduler", ef.scheduler))
 }
 
 // engineDialer dials targets (IPv4 literals; names resolved here) with engine flows.

@@ -7,7 +7,6 @@ import (
 	"net/netip"
 	"strings"
 
-	"github.com/prometheus/client_golang/prometheus"
 	"go.uber.org/zap"
 
 	"mpath/raw"
@@ -124,22 +123,6 @@ func runExit(args []string) error {
 	go x.Serve(ln)
 	coll := newNodeCollector("exit", n.stack, n.link)
 	coll.exit = x
-	ctx, cancel := signalContext()
-	defer cancel()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(coll)
-	if err := serveMetrics(ctx, log, ef.metrics, reg); err != nil {
-		return err
-	}
-	log.Info("exit ready", zap.Stringer("listen", la), zap.Strings("paths", n.stack.Paths()), zap.String("scheduler", ef.scheduler))
-	select {
-	case <-ctx.Done():
-	case err := <-n.done:
-		return fmt.Errorf("link stopped: %w", err)
-	}
-	log.Info("shutting down: no new flows, open ones get --drain to finish", zap.Duration("drain", ef.drain))
-	sctx, scancel := context.WithTimeout(context.Background(), ef.drain)
-	defer scancel()
-	x.Shutdown(sctx)
-	return nil
+	return n.serve(coll, ef, func(ctx context.Context) { x.Shutdown(ctx) },
+		zap.Stringer("listen", la), zap.String("scheduler", ef.scheduler))
 }

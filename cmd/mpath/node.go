@@ -273,6 +273,30 @@ func (n *node) close() {
 	n.link.Close()
 }
 
+// serve runs until SIGINT/SIGTERM (or the link fails): metrics on ef.metrics, a ready
+// line with fields, then shutdown(ctx) with --drain to let flows finish. The caller's
+// deferred n.close resets what is left.
+func (n *node) serve(coll *nodeCollector, ef engineFlags, shutdown func(context.Context), fields ...zap.Field) error {
+	ctx, cancel := signalContext()
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(coll)
+	if err := serveMetrics(ctx, n.log, ef.metrics, reg); err != nil {
+		return err
+	}
+	n.log.Info(coll.role+" ready", append(fields, zap.Strings("paths", n.stack.Paths()))...)
+	select {
+	case <-ctx.Done():
+	case err := <-n.done:
+		return fmt.Errorf("link stopped: %w", err)
+	}
+	n.log.Info("shutting down: no new flows, open ones get --drain to finish", zap.Duration("drain", ef.drain))
+	sctx, scancel := context.WithTimeout(context.Background(), ef.drain)
+	defer scancel()
+	shutdown(sctx)
+	return nil
+}
+
 // defaultAddr is the first path's outer source: the inner address when --addr is unset.
 func defaultAddr(f *engineFlags) (netip.Addr, error) {
 	p := f.paths[0]
