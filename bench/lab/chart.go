@@ -112,6 +112,9 @@ func linesChart(dir string, t *Table, fraction bool) (string, error) {
 		lo, hi = 1, 10
 	}
 	series := t.series()
+	legend := plot.NewLegend()
+	legend.Top = true
+	legend.Left = true
 	plots := make([]*plot.Plot, len(panels))
 	for j, pn := range panels {
 		p := plot.New()
@@ -143,11 +146,9 @@ func linesChart(dir string, t *Table, fraction bool) (string, error) {
 			pts.Shape = plotutil.Shape(si)
 			p.Add(l, pts)
 			if j == len(panels)-1 {
-				p.Legend.Add(s, l, pts)
+				legend.Add(s, l, pts)
 			}
 		}
-		p.Legend.Top = true
-		p.Legend.Left = true
 		plots[j] = p
 	}
 	name := chartBase(t) + ".png"
@@ -156,12 +157,14 @@ func linesChart(dir string, t *Table, fraction bool) (string, error) {
 		name = chartBase(t) + "-fraction.png"
 		title = fmt.Sprintf("Table %s: %s, fraction of the sum of the path rates", t.ID, t.Title)
 	}
-	return name, savePanels(filepath.Join(dir, name), title, plots)
+	return name, savePanels(filepath.Join(dir, name), title, plots, legend)
 }
 
-// savePanels draws plots side by side under a title and writes a PNG.
-func savePanels(path, title string, plots []*plot.Plot) error {
-	w := vg.Length(len(plots)) * 4.2 * vg.Inch
+// savePanels draws plots side by side under a title, with the legend in a margin on the
+// right (inside a panel it would hide lines), and writes a PNG.
+func savePanels(path, title string, plots []*plot.Plot, legend plot.Legend) error {
+	const legendW = 1.4 * vg.Inch
+	w := vg.Length(len(plots))*4.2*vg.Inch + legendW
 	h := 4.6 * vg.Inch
 	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(96), vgimg.UseBackgroundColor(color.White))
 	dc := draw.New(img)
@@ -174,6 +177,11 @@ func savePanels(path, title string, plots []*plot.Plot) error {
 	ttl.Draw(top)
 	body := dc
 	body.Max.Y -= 0.35 * vg.Inch
+	body.Max.X -= legendW
+	lc := dc
+	lc.Min.X = body.Max.X + 0.1*vg.Inch
+	lc.Max.Y -= 0.6 * vg.Inch
+	legend.Draw(lc)
 	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: 0.3 * vg.Inch, PadY: vg.Millimeter,
 		PadTop: vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
 	canvases := plot.Align([][]*plot.Plot{plots}, tiles, body)

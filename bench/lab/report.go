@@ -449,3 +449,23 @@ const reportMethod = `## Method
   htb, apache bench). "Fraction of the sum" divides each figure by the sum of the rate limits of the
   paths in use.
 `
+
+// Render re-draws report.md and the charts in dir from its results.json (no lab, no
+// root), recomputing the findings: for a report after a change to the rendering.
+func Render(dir string) (*Results, error) {
+	b, err := os.ReadFile(filepath.Join(dir, "results.json"))
+	if err != nil {
+		return nil, fmt.Errorf("bench lab render: %w", err)
+	}
+	var res Results
+	if err := json.Unmarshal(b, &res); err != nil {
+		return nil, fmt.Errorf("bench lab render: %s: %w", filepath.Join(dir, "results.json"), err)
+	}
+	for _, t := range res.Tables {
+		if t.Seconds > 0 {
+			t.Findings = findings(t)
+		}
+	}
+	r := &runner{opt: Options{Out: dir}, res: &res}
+	return &res, r.write()
+}

@@ -204,3 +204,32 @@ func TestWriteOutputs(t *testing.T) {
 		}
 	}
 }
+
+// Render re-draws a report from results.json alone, with the findings of the current code.
+func TestRender(t *testing.T) {
+	dir := t.TempDir()
+	tb := tablesOf(t, true, "proxy")["proxy"]
+	fill(tb, func(c *Cell, s string) float64 { return 0.95 * float64(c.Sum) / 1000 })
+	b, err := json.Marshal(&Results{Tables: []*Table{tb}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "results.json"), b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Render(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	report, _ := os.ReadFile(filepath.Join(dir, "report.md"))
+	if len(res.Tables[0].Findings) == 0 || !strings.Contains(string(report), "(target 85%: met)") ||
+		!strings.Contains(string(report), "](table-proxy.png)") {
+		t.Errorf("rendered report:\n%s", report)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "table-proxy.png")); err != nil {
+		t.Error(err)
+	}
+	if _, err := Render(t.TempDir()); err == nil {
+		t.Error("rendered without results.json")
+	}
+}

@@ -549,17 +549,30 @@ func (r *runner) cpuSnapshot() cpuSnap {
 func (r *runner) groupOf(ns string, pid int) string {
 	comm, _ := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "comm"))
 	name := strings.TrimSpace(string(comm))
+	// mpath processes by their executable, whatever the binary is called.
+	exe, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "exe"))
+	isMpath := exe != "" && exe == r.binPath()
 	switch {
 	case strings.HasPrefix(name, "apache2"):
 		return "apache"
-	case ns == r.lab.ClientNS() && name == "mpath":
+	case isMpath && ns == r.lab.ClientNS():
 		return "mpath client"
-	case ns == r.lab.ExitNS() && name == "mpath":
+	case isMpath && ns == r.lab.ExitNS():
 		return "mpath exit"
-	case strings.HasPrefix(ns, r.opt.Prefix+"-r") && name == "mpath":
+	case isMpath && strings.HasPrefix(ns, r.opt.Prefix+"-r"):
 		return "relay"
 	}
 	return "other (" + name + ")"
+}
+
+// binPath is the mpath binary's resolved path, as /proc/PID/exe shows it.
+func (r *runner) binPath() string {
+	if p, err := filepath.EvalSymlinks(r.opt.Bin); err == nil {
+		if a, err := filepath.Abs(p); err == nil {
+			return a
+		}
+	}
+	return r.opt.Bin
 }
 
 // since returns CPU seconds per group used between before and s; processes that started

@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -275,6 +276,7 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	fs.Float64Var(&opt.Seconds, "seconds", 5, "target `seconds` per transfer (1 with --quick unless given)")
 	fs.IntVar(&opt.Repeat, "repeat", 1, "measure each figure `N` times and keep the median")
 	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
+	render := fs.Bool("render", false, "no lab: re-draw report.md and the charts in --out from its results.json, e.g. --lab all --render --out bench-out")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -291,6 +293,13 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	}
 	opt.Stdout = stdout
 	opt.Command = "mpath bench " + strings.Join(args, " ")
+	if *render {
+		if _, err := benchlab.Render(opt.Out); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "re-drew %s\n", filepath.Join(opt.Out, "report.md"))
+		return nil
+	}
 	if *list {
 		tables, err := benchlab.Tables(opt)
 		if err != nil {
