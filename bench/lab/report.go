@@ -389,7 +389,7 @@ func writeReport(w io.Writer, res *Results) {
 	fmt.Fprintf(w, "Command: `%s`  \n", res.Command)
 	fmt.Fprintf(w, "Started %s, finished %s; %d CPUs, Linux %s, kernel TCP congestion control %s; load average %s at the start, %s at the end.  \n",
 		res.Started, orDash(res.Finished), res.CPUs, res.Kernel, orDash(res.TCPCongestion), res.LoadStart, orDash(res.LoadEnd))
-	fmt.Fprintf(w, "Transfers sized for about %.0f s at the sum of the path rates (cut at %.0f s); %d measurement(s) per figure (median)",
+	fmt.Fprintf(w, "Transfers sized for about %.0f s at the sum of the path rates (cut at %.1f s); %d measurement(s) per figure (median)",
 		res.Seconds, max(3, 2.5*res.Seconds), res.Repeat)
 	if res.Quick {
 		fmt.Fprintf(w, "; QUICK subset (a smoke test, not figures to quote)")
