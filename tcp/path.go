@@ -150,7 +150,9 @@ func (p *pathState) init(v *spray.Path, mss int, rttHint time.Duration, sh *path
 		// A hint from the handshake or from other connections over the same path: it sets
 		// the first pacing rate and RTO; the path still earns its own samples.
 		p.srtt, p.rttvar = rttHint, rttHint/2
-		v.SRTT = rttHint
+		// Not shown to the scheduler: a path it sees no sample for is probed; a hint
+		// (perhaps inflated by another flow's queue) would make it look measured and
+		// slow, and the scheduler might never send on it.
 	}
 	p.setPacingRate()
 }
@@ -211,6 +213,10 @@ func (p *pathState) symSample(r time.Duration) {
 // publishRTT shows the scheduler the path's RTT: symmetric samples when there are
 // any, else the ordinary ones.
 func (p *pathState) publishRTT() {
+	if p.samples == 0 {
+		p.v.SRTT, p.v.MinRTT = 0, 0 // only hints so far: let the scheduler probe the path
+		return
+	}
 	if p.symSRTT > 0 {
 		p.v.SRTT, p.v.MinRTT = max(p.symSRTT, p.srtt), max(p.symMin, p.minRTT)
 		return
