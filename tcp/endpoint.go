@@ -95,6 +95,7 @@ type endpoint struct {
 	sndShift, rcvShift  uint8
 	wsOK, sackOK, tsOK  bool
 	noTS                bool // do not offer timestamps (DialOptions.NoTimestamps)
+	synDataTaken        bool // we took data from the peer's SYN (we may answer before the handshake ends)
 	segSize             int  // payload bytes per data segment (MSS less options)
 	tsOffset, tsRecent  uint32
 	sb                  *sendBuffer
@@ -246,6 +247,7 @@ func (e *endpoint) accept(now time.Time, seg *Segment, path int) {
 		n := min(len(seg.Payload), e.cfg.rcvLimit)
 		e.rb.push(seg.Payload[:n])
 		e.rcvNxt += uint32(n)
+		e.synDataTaken = true
 	}
 	if seg.Flags&FlagFIN != 0 && len(seg.Payload) == 0 {
 		// A SYN+FIN with nothing else: take the FIN once established.
@@ -1081,10 +1083,16 @@ func (e *endpoint) output(now time.Time) {
 		return
 	}
 	switch e.state {
-	case stateClosed, stateSynSent, stateSynRcvd:
-		if e.ackNow && e.state == stateSynRcvd {
-			e.ackNow = false
+	case stateSynRcvd:
+		e.ackNow = false
+		if e.synDataTaken {
+			// As in TCP Fast Open (RFC 7413 section 4.2.2): having taken the data in the
+			// SYN, answer it before the handshake's last ACK arrives. The exit's status
+			// byte then costs no extra round trip.
+			e.sendNew(now)
 		}
+		return
+	case stateClosed, stateSynSent:
 		return
 	}
 	sentData := false
@@ -1225,7 +1233,7 @@ func (e *endpoint) sendNew(now time.Time) bool {
 	end := e.bufSeq + uint32(e.sb.length())
 	for {
 		avail := int(seqnum.Diff(e.sndNxt, end))
-		fin := e.finPending && !e.finSent
+		fin := e.finPending && !e.finSent && e.state != stateSynRcvd
 		if avail <= 0 && !fin {
 			break
 		}

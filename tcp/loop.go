@@ -280,7 +280,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 	if c == nil {
 		return
 	}
-	if !c.signalled && (e.state.synchronized() || e.done) {
+	if !c.signalled && (e.state.synchronized() || e.done || e.state == stateSynRcvd && e.synDataTaken && c.listener != nil) {
 		c.signalled = true
 		if e.done {
 			c.setFailure(e.err)
