@@ -1,19 +1,16 @@
 package benchlab
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"image/png"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -205,40 +202,12 @@ func TestE2EInterrupt(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, r.bin, r.args("rates")...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	pipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	sc := bufio.NewScanner(pipe)
-	signalled := false
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		// The first table is done and the second has measured something: the lab, the
-		// nodes, Apache and the servers are all up.
-		if !signalled && strings.HasPrefix(sc.Text(), "  4.8 ") {
-			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-				t.Fatal(err)
-			}
-			signalled = true
-		}
-	}
-	_, _ = io.Copy(io.Discard, pipe)
-	err = cmd.Wait()
-	t.Logf("output:\n%s\nstderr:\n%s", out.String(), stderr.String())
-	if !signalled {
-		t.Fatal("the sweep never reached table 4.8")
-	}
+	_, errS, err := labtest.Interrupt(t, cmd, "  4.8 ")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 		t.Fatalf("interrupted sweep: err = %v, want a non-zero exit", err)
 	}
-	if !strings.Contains(stderr.String(), "interrupted") {
+	if !strings.Contains(errS, "interrupted") {
 		t.Error("stderr does not say it was interrupted")
 	}
 	b, err := os.ReadFile(filepath.Join(r.out, "results.json"))

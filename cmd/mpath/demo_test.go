@@ -1,20 +1,17 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
@@ -239,48 +236,21 @@ func TestDemoInterrupt(t *testing.T) {
 	defer cancel()
 	// 40 MB over 20 Mbit/s takes ~16 s: long enough to be interrupted mid-way.
 	cmd := exec.CommandContext(ctx, r.bin, r.args("--size", "40MB")...)
-	var stderr bytes.Buffer
-	cmd.Stderr = &stderr
-	pipe, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var out strings.Builder
-	sc := bufio.NewScanner(pipe)
-	signalled := false
-	for sc.Scan() {
-		out.WriteString(sc.Text() + "\n")
-		// Everything is up and the single-path download is running.
-		if !signalled && strings.HasPrefix(sc.Text(), "[4/6]") {
-			if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
-				t.Fatal(err)
-			}
-			signalled = true
-		}
-	}
-	_, _ = io.Copy(io.Discard, pipe)
-	err = cmd.Wait()
-	t.Logf("demo output:\n%s\nstderr:\n%s", out.String(), stderr.String())
-	if !signalled {
-		t.Fatal("the demo never reached the download")
-	}
+	outS, errS, err := labtest.Interrupt(t, cmd, "[4/6]")
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() == 0 {
 		t.Fatalf("interrupted demo: err = %v, want a non-zero exit", err)
 	}
-	if !strings.Contains(stderr.String(), "interrupted") {
+	if !strings.Contains(errS, "interrupted") {
 		t.Error("stderr does not say it was interrupted")
 	}
-	if strings.Contains(out.String(), "Aggregate:") {
+	if strings.Contains(outS, "Aggregate:") {
 		t.Error("the demo finished although interrupted")
 	}
-	if !strings.Contains(out.String(), "cleaned up:") {
+	if !strings.Contains(outS, "cleaned up:") {
 		t.Error("the demo did not report its cleanup")
 	}
-	r.checkNothingLeft(t, out.String(), tables)
+	r.checkNothingLeft(t, outS, tables)
 }
 
 // TestDemoTimeout lets --timeout expire during the download: an error path. The demo
