@@ -20,9 +20,9 @@ import (
 type sendBuffer struct {
 	mu     sync.Mutex // guards the fields below
 	ring   []byte
-	start  int // index in ring of the first held byte
-	n      int // bytes held
-	limit  int // Write blocks while n >= limit
+	start  int  // index in ring of the first held byte
+	n      int  // bytes held
+	limit  int  // Write blocks while n >= limit
 	closed bool // no more writes (CloseWrite, Close or reset)
 	err    error
 	space  chan struct{} // capacity 1: signalled when bytes were consumed or closed
