@@ -128,7 +128,10 @@ func runClient(args []string) error {
 			Timeout: *dialTimeout,
 			Logger:  log.Named("tunnel"),
 			Flow: func(ctx context.Context, first []byte) (net.Conn, error) {
-				return n.stack.DialOptions(ctx, exit, tcp.DialOptions{SYNData: first})
+				// No timestamps between engines: the engine takes RTT samples from its
+				// transmit log, not from TSecr, so the option would only cost 12 bytes
+				// of every segment (0.8% of a path) and one SACK block of every ACK.
+				return n.stack.DialOptions(ctx, exit, tcp.DialOptions{SYNData: first, NoTimestamps: true})
 			},
 		}
 	}
