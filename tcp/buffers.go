@@ -23,6 +23,7 @@ type sendBuffer struct {
 	start  int  // index in ring of the first held byte
 	n      int  // bytes held
 	limit  int  // Write blocks while n >= limit
+	soft   int  // ... or while n >= soft: the loop's running allowance (see setSoft)
 	closed bool // no more writes (CloseWrite, Close or reset)
 	err    error
 	space  chan struct{} // capacity 1: signalled when bytes were consumed or closed
@@ -33,8 +34,32 @@ type sendBuffer struct {
 
 const sendBufferMin = 64 << 10
 
+// sendAheadMin is the least the application may write beyond what has been sent: the
+// allowance before the paths' windows say more (see endpoint.sendAllowance).
+const sendAheadMin = 256 << 10
+
 func newSendBuffer(limit int) *sendBuffer {
-	return &sendBuffer{limit: limit, space: make(chan struct{}, 1)}
+	return &sendBuffer{limit: limit, soft: min(limit, sendAheadMin), space: make(chan struct{}, 1)}
+}
+
+// setSoft sets how many bytes the buffer may hold for now (at most limit). The loop
+// keeps it at what is outstanding plus a few windows of unsent data, so that a fast
+// source does not pour the whole limit in at once: filling 16 MiB in the first few
+// hundred milliseconds of a flow (ring growth, copying, the collector) stalled the
+// connection's loop for 40-50 ms at a time, just when startup measures the paths, and
+// startup ended at a fifth of the path rates. Raising it wakes a blocked writer.
+func (b *sendBuffer) setSoft(n int) {
+	b.mu.Lock()
+	n = min(max(n, sendAheadMin), b.limit)
+	grew := n > b.soft
+	b.soft = n
+	b.mu.Unlock()
+	if grew {
+		select {
+		case b.space <- struct{}{}:
+		default:
+		}
+	}
 }
 
 // write copies as much of p as fits and returns how many bytes it took.
@@ -47,7 +72,7 @@ func (b *sendBuffer) write(p []byte) (int, error) {
 	if b.closed {
 		return 0, errWriteClosed
 	}
-	room := b.limit - b.n
+	room := min(b.limit, b.soft) - b.n
 	if room <= 0 {
 		return 0, nil
 	}

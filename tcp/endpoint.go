@@ -1101,6 +1101,7 @@ func (e *endpoint) output(now time.Time) {
 		if e.sendNew(now) {
 			sentData = true
 		}
+		e.sb.setSoft(e.sendAllowance())
 	}
 	if !e.delAckAt.IsZero() && !now.Before(e.delAckAt) {
 		e.ackNow = true
@@ -1215,6 +1216,21 @@ func (e *endpoint) pickPath(now time.Time, size, avoid int, retrans bool) int {
 		}
 	}
 	return p
+}
+
+// sendAllowance is how many bytes the send buffer may hold for now: everything not yet
+// acknowledged (holes and SACKed bytes included) plus two windows' worth of every up
+// path, so the paths never wait for the application's next write, however fast the
+// windows grow (they at most double in a round trip). sendBuffer.setSoft keeps it at
+// least sendAheadMin and at most the buffer's limit.
+func (e *endpoint) sendAllowance() int {
+	ahead := 0
+	for i := range e.view {
+		if e.view[i].Up {
+			ahead += 2 * e.view[i].Cwnd
+		}
+	}
+	return int(seqnum.Diff(e.bufSeq, e.sndNxt)) + ahead
 }
 
 func (e *endpoint) armPace(t time.Time) {

@@ -1394,9 +1394,15 @@ func TestSequenceWrap(t *testing.T) {
 	p := newPair(t, testConfig(2), testConfig(2, func(c *epConfig) { c.rcvLimit = 64 << 10 }), issA, issB)
 	p.connect(nil)
 	p.deliverAll(time.Second)
-	p.write(0, 300_000)
-	p.write(1, 200_000)
-	p.deliverAll(time.Minute)
+	// Both applications write until their whole stream is in: the send buffer takes
+	// only what the loop's allowance admits at a time.
+	for p.app[0].written < 300_000 || p.app[1].written < 200_000 {
+		k := p.write(0, 300_000-p.app[0].written) + p.write(1, 200_000-p.app[1].written)
+		p.deliverAll(time.Minute)
+		if k == 0 && p.ep[0].sb.length() == 0 && p.ep[1].sb.length() == 0 {
+			t.Fatalf("writes stalled at %d and %d bytes", p.app[0].written, p.app[1].written)
+		}
+	}
 	if p.app[1].read != 300_000 || p.app[0].read != 200_000 {
 		t.Fatalf("read %d and %d bytes, want 200000 and 300000", p.app[0].read, p.app[1].read)
 	}
