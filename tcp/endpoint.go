@@ -100,6 +100,7 @@ type endpoint struct {
 	tsOffset, tsRecent  uint32
 	sb                  *sendBuffer
 	bufSeq              uint32 // sequence number of the send buffer's first byte
+	allowance           int    // the last sendAllowance handed to sb.setSoft
 	synData             int    // bytes of the send buffer carried by our SYN
 	finPending          bool   // the application closed the write side
 	finSent             bool
@@ -1101,7 +1102,10 @@ func (e *endpoint) output(now time.Time) {
 		if e.sendNew(now) {
 			sentData = true
 		}
-		e.sb.setSoft(e.sendAllowance())
+		if a := e.sendAllowance(); a != e.allowance {
+			e.allowance = a // the buffer's lock only when the allowance moved
+			e.sb.setSoft(a)
+		}
 	}
 	if !e.delAckAt.IsZero() && !now.Before(e.delAckAt) {
 		e.ackNow = true
