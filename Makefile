@@ -4,7 +4,7 @@
 GO      ?= go
 BIN     := bin/mpath
 # Real peers and tools the tests and the demo use.
-DEBS    := nftables iproute2 ethtool tcpdump tshark apache2 apache2-utils curl ncat iperf3 mptcpd procps ca-certificates chromium
+DEBS    := nftables iproute2 ethtool tcpdump tshark apache2 apache2-utils curl ncat iperf3 mptcpize prometheus procps ca-certificates chromium
 GOFILES := $(shell git ls-files '*.go' 2>/dev/null)
 
 export PATH := /usr/local/go/bin:$(PATH)
