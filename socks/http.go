@@ -14,6 +14,12 @@ package socks
 //
 // Dialer errors: 403 (target not allowed), 504 (timeout), 502 (the rest), each with a
 // short text body.
+//
+// Heads are bounded before they are parsed: a request head may take MaxRequestHead
+// bytes (more: 431 and close, before the credentials are even looked at), a response
+// head from the target MaxResponseHead bytes (more: 502). The bound is counted on the
+// bytes read from the socket while a head is being read, so it holds for one endless
+// header line as for many short ones.
 
 import (
 	"bufio"
@@ -47,6 +53,45 @@ type HTTPConfig struct {
 }
 
 const defaultKeepAliveIdle = 90 * time.Second
+
+// Head size bounds of the HTTP front.
+const (
+	MaxRequestHead  = 64 << 10 // bytes of a client's request head (request line + headers)
+	MaxResponseHead = 1 << 20  // bytes of a target's response head(s), 1xx interim ones included
+	// headSlack is what the bufio.Reader may read past a head in one fill.
+	headSlack = 4 << 10
+)
+
+var errHeadTooLarge = errors.New("head too large")
+
+// headLimiter passes at most n more bytes of r, then fails with errHeadTooLarge; n < 0
+// means no limit. It sits under the bufio.Reader a head is parsed from, armed while a
+// head is read and disarmed for bodies and tunnels. Not safe for concurrent use: the
+// connection's goroutine owns it.
+type headLimiter struct {
+	r   io.Reader
+	n   int64
+	hit bool
+}
+
+func (l *headLimiter) arm(n int64) { l.n, l.hit = n, false }
+func (l *headLimiter) disarm()     { l.n = -1 }
+
+func (l *headLimiter) Read(p []byte) (int, error) {
+	if l.n < 0 {
+		return l.r.Read(p)
+	}
+	if l.n == 0 {
+		l.hit = true
+		return 0, errHeadTooLarge
+	}
+	if int64(len(p)) > l.n {
+		p = p[:l.n]
+	}
+	n, err := l.r.Read(p)
+	l.n -= int64(n)
+	return n, err
+}
 
 // HTTPServer is the HTTP proxy front. Safe for concurrent use; Serve may run on several
 // listeners at once.
@@ -96,6 +141,7 @@ func (s *HTTPServer) Stats() FrontStats { return s.stats.snapshot(s.tr) }
 type upstream struct {
 	target string
 	conn   net.Conn
+	lim    *headLimiter // under br: bounds the response heads
 	br     *bufio.Reader
 	stop   func() bool // stops the close-on-cancel hook
 }
@@ -106,7 +152,8 @@ func (u *upstream) close() {
 }
 
 func (s *HTTPServer) handle(ctx context.Context, c net.Conn) {
-	br := bufio.NewReader(c)
+	lim := &headLimiter{r: c, n: -1}
+	br := bufio.NewReader(lim)
 	var up *upstream
 	defer func() {
 		if up != nil {
@@ -123,7 +170,17 @@ func (s *HTTPServer) handle(ctx context.Context, c net.Conn) {
 			wait = idle
 		}
 		c.SetReadDeadline(time.Now().Add(wait))
+		lim.arm(MaxRequestHead + headSlack)
 		req, err := http.ReadRequest(br)
+		lim.disarm()
+		if err != nil && lim.hit {
+			s.stats.handshakeFailed.Add(1)
+			s.log.Debug("request head too large", zap.Stringer("client", c.RemoteAddr()))
+			writeHTTPError(c, http.StatusRequestHeaderFieldsTooLarge,
+				fmt.Sprintf("request head larger than %d bytes", MaxRequestHead), nil, true)
+			lingerClose(c)
+			return
+		}
 		if err != nil {
 			quiet := n > 0 && (errors.Is(err, io.EOF) || isTimeout(err))
 			if !quiet {
@@ -338,10 +395,12 @@ func (s *HTTPServer) dialUpstream(ctx context.Context, c net.Conn, target string
 	if !ok {
 		return false
 	}
+	lim := &headLimiter{r: t, n: -1}
 	*upp = &upstream{
 		target: target,
 		conn:   t,
-		br:     bufio.NewReader(t),
+		lim:    lim,
+		br:     bufio.NewReader(lim),
 		stop:   context.AfterFunc(ctx, func() { t.Close() }),
 	}
 	return true
@@ -361,8 +420,13 @@ func (s *HTTPServer) roundTrip(up *upstream, req *http.Request, hasBody bool) (*
 		}
 		return nil, nil, err
 	}
+	up.lim.arm(MaxResponseHead + headSlack)
+	defer up.lim.disarm()
 	for {
 		resp, err := http.ReadResponse(up.br, req)
+		if err != nil && up.lim.hit {
+			err = fmt.Errorf("response head larger than %d bytes: %w", MaxResponseHead, errHeadTooLarge)
+		}
 		if err != nil {
 			return fail(fmt.Errorf("read response from %s: %w", up.target, err))
 		}
