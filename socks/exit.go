@@ -47,15 +47,87 @@ func DefaultDeny() []netip.Prefix {
 	}
 }
 
+// MetadataAddrs are the cloud metadata and platform-agent addresses an Exit refuses to
+// dial whatever its lists say, unless ExitConfig.Allow names one exactly (a /32 or /128
+// prefix). A client that reaches one could read the exit host's cloud credentials.
+// IPv4-mapped and NAT64 (64:ff9b::/96) forms of the IPv4 ones are refused too.
+func MetadataAddrs() []netip.Addr {
+	return []netip.Addr{
+		netip.MustParseAddr("169.254.169.254"), // AWS, GCP, Azure IMDS, OpenStack, DigitalOcean, Oracle, Hetzner, Linode...
+		netip.MustParseAddr("169.254.170.2"),   // AWS ECS task metadata and credentials
+		netip.MustParseAddr("169.254.170.23"),  // AWS EKS Pod Identity agent
+		netip.MustParseAddr("169.254.0.23"),    // Tencent Cloud metadata
+		netip.MustParseAddr("169.254.42.42"),   // Scaleway metadata
+		netip.MustParseAddr("100.100.100.200"), // Alibaba Cloud metadata
+		netip.MustParseAddr("168.63.129.16"),   // Azure WireServer (platform agent, certificates)
+		netip.MustParseAddr("192.0.0.192"),     // Oracle Cloud (older metadata address)
+		netip.MustParseAddr("fd00:ec2::254"),   // AWS IMDS over IPv6
+		netip.MustParseAddr("fd00:ec2::23"),    // AWS EKS Pod Identity agent over IPv6
+		netip.MustParseAddr("fd20:ce::254"),    // GCP metadata over IPv6
+		netip.MustParseAddr("fd00:42::42"),     // Scaleway metadata over IPv6
+	}
+}
+
+var (
+	metadataSet = func() map[netip.Addr]bool {
+		m := make(map[netip.Addr]bool)
+		for _, a := range MetadataAddrs() {
+			m[a] = true
+		}
+		return m
+	}()
+	nat64 = netip.MustParsePrefix("64:ff9b::/96")
+	// thisHost are the addresses that reach the exit host itself through its loopback:
+	// denied always (ExitConfig.AllowLoopback aside), whatever the lists say.
+	thisHost = []netip.Prefix{
+		netip.MustParsePrefix("127.0.0.0/8"),
+		netip.MustParsePrefix("0.0.0.0/8"), // connect(0.0.0.0) reaches the local host on Linux
+		netip.MustParsePrefix("::1/128"),
+		netip.MustParsePrefix("::/128"),
+	}
+)
+
+// isMetadata reports a cloud metadata address, also inside a NAT64 prefix.
+func isMetadata(a netip.Addr) bool {
+	if metadataSet[a] {
+		return true
+	}
+	if nat64.Contains(a) {
+		b := a.As16()
+		return metadataSet[netip.AddrFrom4([4]byte(b[12:16]))]
+	}
+	return false
+}
+
+func isThisHost(a netip.Addr) bool {
+	for _, p := range thisHost {
+		if p.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
 // ExitConfig configures an Exit. Only Key is required.
+//
+// Target policy, in order: loopback and unspecified addresses (the exit host through its
+// loopback) are refused always; an address Allow names exactly (a /32 or /128) is
+// allowed; cloud metadata addresses (MetadataAddrs) are refused; then Deny, then Allow.
+// Private ranges (RFC 1918, 100.64/10, fc00::/7) and the exit host's own non-loopback
+// addresses are not denied by default: a jump host into a private network is the point.
+// Deny them with Deny (--deny-target) where that is not wanted.
 type ExitConfig struct {
 	Key []byte // pre-shared key, at least MinKeyLen bytes
 
 	// Allow, if not empty, lists the only prefixes targets may be in. Deny lists prefixes
-	// targets may not be in; it wins over Allow. Deny nil means DefaultDeny(); a non-nil
-	// empty slice denies nothing. IPv4-mapped IPv6 addresses and prefixes are compared
-	// as IPv4.
+	// targets may not be in; it wins over Allow, except for addresses Allow names
+	// exactly. Deny nil means DefaultDeny(); a non-nil empty slice denies nothing beyond
+	// the always-refused addresses (see above). IPv4-mapped IPv6 addresses and prefixes
+	// are compared as IPv4.
 	Allow, Deny []netip.Prefix
+	// AllowLoopback lifts the always-on loopback refusal. For tests whose targets live on
+	// loopback; no flag sets it.
+	AllowLoopback bool
 
 	// Dial dials a checked address ("ip:port"); net.Dialer.DialContext when nil.
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
@@ -90,6 +162,7 @@ type ExitStats struct {
 // run on several listeners at once.
 type Exit struct {
 	cfg      ExitConfig
+	exact    map[netip.Addr]bool // single addresses Allow names: exempt from Deny and metadata
 	verifier *Verifier
 	tr       *tracker
 	log      *zap.Logger
@@ -113,6 +186,12 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	}
 	cfg.Allow = normalizePrefixes(cfg.Allow)
 	cfg.Deny = normalizePrefixes(cfg.Deny)
+	exact := make(map[netip.Addr]bool)
+	for _, p := range cfg.Allow {
+		if p.IsSingleIP() {
+			exact[p.Addr()] = true
+		}
+	}
 	if cfg.Dial == nil {
 		cfg.Dial = (&net.Dialer{}).DialContext
 	}
@@ -135,6 +214,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	log = log.Named("exit")
 	return &Exit{
 		cfg:      cfg,
+		exact:    exact,
 		verifier: newVerifier(cfg.Key, cfg.Window, cfg.ReplayCacheSize),
 		tr:       newTracker(cfg.MaxConns, log),
 		log:      log,
@@ -160,9 +240,19 @@ func normalizePrefixes(ps []netip.Prefix) []netip.Prefix {
 	return out
 }
 
-// Allowed reports whether the exit may dial addr under its Allow/Deny lists.
+// Allowed reports whether the exit may dial addr under its target policy (see
+// ExitConfig).
 func (e *Exit) Allowed(addr netip.Addr) bool {
 	addr = addr.Unmap().WithZone("")
+	if isThisHost(addr) && !e.cfg.AllowLoopback {
+		return false
+	}
+	if e.exact[addr] {
+		return true
+	}
+	if isMetadata(addr) {
+		return false
+	}
 	for _, p := range e.cfg.Deny {
 		if p.Contains(addr) {
 			return false

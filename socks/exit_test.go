@@ -75,7 +75,7 @@ func encode(t *testing.T, key []byte, target string, now time.Time) []byte {
 func TestExitRelaysExactlyAfterRequest(t *testing.T) {
 	checkLeaks(t)
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
-	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}})
+	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}, AllowLoopback: true})
 	// Request and the application's first bytes in one write, as in a SYN with data:
 	// the exit must not eat any of them.
 	payload, _ := io.ReadAll(sockstest.Payload(300_000, 7))
@@ -116,7 +116,7 @@ func TestExitRefusals(t *testing.T) {
 	var dials []string
 	var mu sync.Mutex
 	exit, addr := newExit(t, socks.ExitConfig{
-		Deny: []netip.Prefix{}, // loopback targets allowed here
+		Deny: []netip.Prefix{}, AllowLoopback: true, // loopback targets allowed here
 		Dial: func(ctx context.Context, network, a string) (net.Conn, error) {
 			mu.Lock()
 			dials = append(dials, a)
@@ -215,7 +215,7 @@ func TestExitDeniedTargets(t *testing.T) {
 	})
 	d := &socks.TunnelDialer{Key: testKey, Flow: sockstest.KernelFlow(addr), Timeout: 5 * time.Second}
 	targets := []string{
-		tgt.Addr, "127.1.2.3:80", "[::1]:" + port, "169.254.169.254:80", "[fe80::1]:80",
+		tgt.Addr, "127.1.2.3:80", "[::1]:" + port, "169.254.169.254:80", "[fd00:ec2::254]:80", "[fe80::1]:80",
 		"[::ffff:127.0.0.1]:" + port, "0.0.0.0:" + port, "224.0.0.1:80", "[ff02::1]:80", "[::]:80",
 		"localhost:" + port, "rebind.test:80", "ll.test:80", "mapped.test:80",
 	}
@@ -265,7 +265,7 @@ func TestExitAllowList(t *testing.T) {
 	checkLeaks(t)
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
 	_, addr := newExit(t, socks.ExitConfig{
-		Deny:  []netip.Prefix{},
+		Deny: []netip.Prefix{}, AllowLoopback: true,
 		Allow: []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")},
 	})
 	d := &socks.TunnelDialer{Key: testKey, Flow: sockstest.KernelFlow(addr)}
@@ -278,8 +278,75 @@ func TestExitAllowList(t *testing.T) {
 	if e.Allowed(netip.MustParseAddr("10.1.2.3")) || e.Allowed(netip.MustParseAddr("::ffff:10.1.2.3")) {
 		t.Error("an IPv4-mapped deny prefix does not deny the IPv4 addresses")
 	}
-	if !e.Allowed(netip.MustParseAddr("127.0.0.1")) {
-		t.Error("an explicit deny list still denies loopback: it should replace the default")
+	if !e.Allowed(netip.MustParseAddr("169.254.1.1")) {
+		t.Error("an explicit deny list still denies link-local: it should replace the default")
+	}
+	if e.Allowed(netip.MustParseAddr("127.0.0.1")) {
+		t.Error("an explicit deny list lifts the loopback refusal")
+	}
+}
+
+// The target policy: loopback and unspecified always refused, cloud metadata refused
+// unless named exactly, private ranges and the host's own addresses reachable by default.
+func TestExitTargetPolicy(t *testing.T) {
+	type check struct {
+		addr string
+		want bool
+	}
+	cases := []struct {
+		name   string
+		cfg    socks.ExitConfig
+		checks []check
+	}{
+		{"default", socks.ExitConfig{}, []check{
+			{"127.0.0.1", false}, {"127.9.9.9", false}, {"::1", false}, {"::ffff:127.0.0.1", false},
+			{"0.0.0.0", false}, {"::", false},
+			{"169.254.169.254", false}, {"fd00:ec2::254", false}, {"fd20:ce::254", false},
+			{"100.100.100.200", false}, {"168.63.129.16", false}, {"::ffff:100.100.100.200", false},
+			{"64:ff9b::a9fe:a9fe", false}, // NAT64 form of 169.254.169.254
+			{"10.1.2.3", true}, {"172.16.0.1", true}, {"192.168.1.1", true}, {"100.64.0.1", true},
+			{"fd12:3456::1", true}, {"192.0.2.1", true}, {"2001:db8::1", true},
+		}},
+		{"empty deny list", socks.ExitConfig{Deny: []netip.Prefix{}}, []check{
+			{"127.0.0.1", false}, {"::1", false}, {"0.0.0.0", false},
+			{"169.254.169.254", false}, {"fd00:ec2::254", false}, {"100.100.100.200", false},
+			{"169.254.1.1", true},
+		}},
+		{"allow names metadata exactly", socks.ExitConfig{Allow: []netip.Prefix{
+			netip.MustParsePrefix("169.254.169.254/32"), netip.MustParsePrefix("fd00:ec2::254/128"),
+			netip.MustParsePrefix("100.100.0.0/16"), netip.MustParsePrefix("127.0.0.1/32")}}, []check{
+			{"169.254.169.254", true}, {"fd00:ec2::254", true},
+			{"100.100.100.200", false}, // inside an allowed prefix, but not named exactly
+			{"169.254.170.2", false}, {"127.0.0.1", false},
+		}},
+		{"deny private ranges", socks.ExitConfig{Deny: append(socks.DefaultDeny(),
+			netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"),
+			netip.MustParsePrefix("192.168.0.0/16"), netip.MustParsePrefix("100.64.0.0/10"),
+			netip.MustParsePrefix("fc00::/7"))}, []check{
+			{"10.1.2.3", false}, {"172.20.0.1", false}, {"192.168.1.1", false}, {"100.64.0.1", false},
+			{"fd12::1", false}, {"192.0.2.1", true},
+		}},
+		{"loopback for tests", socks.ExitConfig{Deny: []netip.Prefix{}, AllowLoopback: true}, []check{
+			{"127.0.0.1", true}, {"::1", true}, {"169.254.169.254", false},
+		}},
+	}
+	for _, c := range cases {
+		c.cfg.Key = testKey
+		e, err := socks.NewExit(c.cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range c.checks {
+			if got := e.Allowed(netip.MustParseAddr(k.addr)); got != k.want {
+				t.Errorf("%s: Allowed(%s) = %v, want %v", c.name, k.addr, got, k.want)
+			}
+		}
+	}
+	for _, a := range socks.MetadataAddrs() {
+		e, _ := socks.NewExit(socks.ExitConfig{Key: testKey, Deny: []netip.Prefix{}})
+		if e.Allowed(a) {
+			t.Errorf("metadata address %s allowed", a)
+		}
 	}
 }
 
@@ -294,7 +361,7 @@ func TestExitResolvesNamesAndMapsDialErrors(t *testing.T) {
 	closed := l.Addr().String()
 	l.Close()
 	exit, addr := newExit(t, socks.ExitConfig{
-		Deny:     []netip.Prefix{},
+		Deny: []netip.Prefix{}, AllowLoopback: true,
 		Resolver: testNames,
 	})
 	d := &socks.TunnelDialer{Key: testKey, Flow: sockstest.KernelFlow(addr), Timeout: 5 * time.Second}
@@ -331,7 +398,7 @@ func TestExitResolvesNamesAndMapsDialErrors(t *testing.T) {
 func TestWrongKeyFailsFast(t *testing.T) {
 	checkLeaks(t)
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
-	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}})
+	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}, AllowLoopback: true})
 	d := &socks.TunnelDialer{Key: []byte("the-wrong-key-the-wrong-key-!!!!"), Flow: sockstest.KernelFlow(addr)}
 	start := time.Now()
 	_, err := d.DialTarget(context.Background(), tgt.Addr)
@@ -446,7 +513,7 @@ func TestTunnelDialerTimeoutAndNonExit(t *testing.T) {
 func TestExitIdleTimeout(t *testing.T) {
 	checkLeaks(t)
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
-	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}, IdleTimeout: 200 * time.Millisecond})
+	exit, addr := newExit(t, socks.ExitConfig{Deny: []netip.Prefix{}, AllowLoopback: true, IdleTimeout: 200 * time.Millisecond})
 	d := &socks.TunnelDialer{Key: testKey, Flow: sockstest.KernelFlow(addr)}
 	c, err := d.DialTarget(context.Background(), tgt.Addr)
 	if err != nil {
@@ -476,7 +543,7 @@ func TestExitConfigAndShutdown(t *testing.T) {
 		t.Error("NewExit accepted a short key")
 	}
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
-	exit, err := socks.NewExit(socks.ExitConfig{Key: testKey, Deny: []netip.Prefix{}})
+	exit, err := socks.NewExit(socks.ExitConfig{Key: testKey, Deny: []netip.Prefix{}, AllowLoopback: true})
 	if err != nil {
 		t.Fatal(err)
 	}

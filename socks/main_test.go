@@ -178,8 +178,8 @@ type stackOpts struct {
 func newStack(t testing.TB, o stackOpts) *stack {
 	t.Helper()
 	ec := socks.ExitConfig{
-		Key:      testKey,
-		Deny:     []netip.Prefix{}, // the default would deny the loopback targets
+		Key:  testKey,
+		Deny: []netip.Prefix{}, AllowLoopback: true, // the default would deny the loopback targets
 		Allow:    []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")},
 		Resolver: testNames,
 	}

@@ -21,9 +21,14 @@ MACs, timestamps off by more than 30 s, replayed nonces and denied targets, dial
 target with the kernel's TCP (IPv4, IPv6 or a name it resolves) and copies bytes both
 ways with half-close. Its own segments go back sprayed over its --path list.
 
-It is never an open proxy: requests without the key are refused and counted. Loopback,
-link-local, multicast and unspecified targets are denied by default (--deny-target adds
-to that list; --allow-target, when given, is the only space allowed).
+It is never an open proxy: requests without the key are refused and counted. Loopback
+and unspecified targets are refused always; cloud metadata addresses (169.254.169.254,
+fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16, ...) always unless
+--allow-target names one exactly (a /32 or /128, which also wins over --deny-target).
+Link-local, multicast and broadcast are denied by default (--deny-target adds to that
+list; --allow-target, when given, is the only space allowed). Private ranges and this
+host's own addresses stay reachable; to close them:
+  --deny-target 10.0.0.0/8,172.16.0.0/12,192.168.0.0/16,100.64.0.0/10,fc00::/7
 
 Examples:
   mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk \
@@ -71,9 +76,9 @@ func runExit(args []string) error {
 	listen := fs.String("listen", "", "the exit's inner IPv4 `address:port` that clients' --exit names (required)")
 	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key (at least 16 bytes; required)")
 	var allow, deny prefixList
-	fs.Var(&allow, "allow-target", "only these target `CIDRs` may be dialled (comma-separated, repeatable; default: all not denied)")
-	fs.Var(&deny, "deny-target", "target `CIDRs` never dialled, added to the default list (loopback, link-local, multicast, unspecified)")
-	noDefaultDeny := fs.Bool("no-default-deny", false, "drop the default deny list (loopback targets become reachable: tests only)")
+	fs.Var(&allow, "allow-target", "only these target `CIDRs` may be dialled (comma-separated, repeatable; default: all not denied); a single address named here is exempt from --deny-target and the metadata refusal")
+	fs.Var(&deny, "deny-target", "target `CIDRs` never dialled, added to the default list (link-local, multicast, broadcast; loopback and metadata are refused always)")
+	noDefaultDeny := fs.Bool("no-default-deny", false, "drop the default deny list (link-local, multicast, broadcast); loopback and cloud metadata stay refused")
 	maxConns := fs.Int("max-conns", 4096, "most flows relayed at once")
 	fs.String("config", "", "read flags from `file`, one per line; command-line flags win")
 	if err := fs.Parse(args); err != nil {
