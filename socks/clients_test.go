@@ -584,8 +584,8 @@ func TestCheckListenAndLoadUsers(t *testing.T) {
 		}
 	}
 	key := filepath.Join(dir, "key")
-	os.WriteFile(key, []byte("0123456789abcdef0123\n"), 0o600)
-	if k, err := socks.LoadKey(key); err != nil || string(k) != "0123456789abcdef0123" {
+	os.WriteFile(key, []byte("3f9a0c17d2b84e65a1c09f7e3b2d5a8c41e6f0b79d23c58a6e1f04b7c92d3a5e\n"), 0o600)
+	if k, err := socks.LoadKey(key); err != nil || string(k) != "3f9a0c17d2b84e65a1c09f7e3b2d5a8c41e6f0b79d23c58a6e1f04b7c92d3a5e" {
 		t.Errorf("LoadKey: %q %v", k, err)
 	}
 	os.WriteFile(key, []byte("short\n"), 0o600)

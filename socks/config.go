@@ -63,17 +63,65 @@ func LoadUsers(user, passwordFile string) (map[string]string, error) {
 	return map[string]string{user: pw}, nil
 }
 
-// LoadKey reads a pre-shared exit key from a file: its first line, without the line
-// ending, at least MinKeyLen bytes.
+// MinKeyBytes is the randomness a key file must hold: 32 bytes (256 bits).
+const MinKeyBytes = 32
+
+// ErrWeakKey is returned by LoadKey for a key holding less than MinKeyBytes of
+// randomness.
+var ErrWeakKey = errors.New("key too short or not random")
+
+// LoadKey reads a pre-shared exit key from a file. The key is the file's first line,
+// without its line ending ("\n" or "\r\n"), used as it is (the MAC key is those bytes,
+// not their decoding), so every key that worked before still works the same way where it
+// is strong enough. How much randomness the line holds is judged by its alphabet:
+//
+//	only hex digits                  4 bits a character: 64 characters for 32 bytes
+//	only base64 (std or URL, '=')    6 bits a character: 43 characters for 32 bytes
+//	anything else (raw bytes)        8 bits a byte:      32 bytes
+//
+// and a line with fewer than 10 distinct characters is refused whatever its length
+// ("aaaa...", "0101..."). `mpath genkey FILE` writes a key that passes; so does
+// `head -c 32 /dev/urandom | xxd -p -c 64 > FILE` (hex) or `openssl rand -base64 32`.
 func LoadKey(path string) ([]byte, error) {
 	k, err := firstLine(path)
 	if err != nil {
 		return nil, fmt.Errorf("load key: %w", err)
 	}
-	if len(k) < MinKeyLen {
-		return nil, fmt.Errorf("load key: key in %s is shorter than %d bytes", path, MinKeyLen)
+	if n := keyStrength(k); n < MinKeyBytes {
+		return nil, fmt.Errorf("load key: %s holds about %d random bytes, want at least %d: %w; make one with: mpath genkey %s",
+			path, n, MinKeyBytes, ErrWeakKey, path)
 	}
 	return []byte(k), nil
+}
+
+// keyStrength estimates the random bytes in a key line from its alphabet (see LoadKey);
+// 0 for a line with fewer than 10 distinct characters.
+func keyStrength(k string) int {
+	var seen [256]bool
+	distinct := 0
+	hex, b64 := true, true
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if !seen[c] {
+			seen[c] = true
+			distinct++
+		}
+		isHex := '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+		isB64 := '0' <= c && c <= '9' || 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' ||
+			c == '+' || c == '/' || c == '-' || c == '_'
+		hex = hex && isHex
+		b64 = b64 && (isB64 || c == '=' && i >= len(k)-2)
+	}
+	if distinct < 10 {
+		return 0
+	}
+	switch {
+	case hex:
+		return len(k) / 2
+	case b64:
+		return len(strings.TrimRight(k, "=")) * 6 / 8
+	}
+	return len(k)
 }
 
 func firstLine(path string) (string, error) {

@@ -46,7 +46,7 @@ func runClient(args []string) error {
 	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 front listen `address` (empty: off)")
 	httpAddr := fs.String("http", "", "HTTP proxy front listen `address` for http_proxy/https_proxy, e.g. 127.0.0.1:8080 (empty: off)")
 	exitAddr := fs.String("exit", "", "the exit's engine `address:port` (tunnel mode)")
-	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key shared with the exit (at least 16 bytes)")
+	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key shared with the exit (32 random bytes; make one with mpath genkey FILE)")
 	direct := fs.Bool("direct", false, "direct mode: flows go straight to their targets (unmodified servers), no exit")
 	fs.StringVar(&ef.addr, "addr", "", "inner source `IPv4` address of the flows (default: the first path's address)")
 	user := fs.String("socks-user", "", "require this user `name` on the fronts (RFC 1929 for SOCKS, Basic for HTTP)")

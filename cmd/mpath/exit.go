@@ -74,7 +74,7 @@ func runExit(args []string) error {
 	var ef engineFlags
 	ef.register(fs)
 	listen := fs.String("listen", "", "the exit's inner IPv4 `address:port` that clients' --exit names (required)")
-	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key (at least 16 bytes; required)")
+	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key (32 random bytes: 64 hex digits, 43+ base64 characters or 32 raw bytes; make one with mpath genkey FILE; required)")
 	var allow, deny prefixList
 	fs.Var(&allow, "allow-target", "only these target `CIDRs` may be dialled (comma-separated, repeatable; default: all not denied); a single address named here is exempt from --deny-target and the metadata refusal")
 	fs.Var(&deny, "deny-target", "target `CIDRs` never dialled, added to the default list (link-local, multicast, broadcast; loopback and metadata are refused always)")
