@@ -216,7 +216,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 		cfg:      cfg,
 		exact:    exact,
 		verifier: newVerifier(cfg.Key, cfg.Window, cfg.ReplayCacheSize),
-		tr:       newTracker(cfg.MaxConns, log),
+		tr:       newTracker(cfg.MaxConns, -1, log),
 		log:      log,
 		refLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
 			return zapcore.NewSamplerWithOptions(c, time.Second, 10, 100)

@@ -46,6 +46,9 @@ type HTTPConfig struct {
 	Users            map[string]string
 	HandshakeTimeout time.Duration // reading the first request head; DefaultHandshakeTimeout when 0
 	MaxConns         int           // beyond it new conns are closed at once; DefaultMaxConns when 0
+	// MaxConnsPerClient and AuthFailDelay: as in SOCKSConfig.
+	MaxConnsPerClient int
+	AuthFailDelay     time.Duration
 	// IdleTimeout ends a CONNECT tunnel after this long without a byte (0: never) and
 	// bounds the wait for the next request on a keep-alive connection (90 s when 0).
 	IdleTimeout time.Duration
@@ -96,11 +99,12 @@ func (l *headLimiter) Read(p []byte) (int, error) {
 // HTTPServer is the HTTP proxy front. Safe for concurrent use; Serve may run on several
 // listeners at once.
 type HTTPServer struct {
-	cfg   HTTPConfig
-	tr    *tracker
-	log   *zap.Logger
-	users userTable
-	stats frontCounters
+	cfg      HTTPConfig
+	tr       *tracker
+	log      *zap.Logger
+	users    userTable
+	throttle *authThrottle
+	stats    frontCounters
 }
 
 // NewHTTPServer checks cfg and returns an HTTPServer.
@@ -116,7 +120,8 @@ func NewHTTPServer(cfg HTTPConfig) (*HTTPServer, error) {
 		log = zap.NewNop()
 	}
 	log = log.Named("http")
-	return &HTTPServer{cfg: cfg, log: log, tr: newTracker(cfg.MaxConns, log), users: newUserTable(cfg.Users)}, nil
+	return &HTTPServer{cfg: cfg, log: log, tr: newTracker(cfg.MaxConns, cfg.MaxConnsPerClient, log),
+		users: newUserTable(cfg.Users), throttle: newAuthThrottle(authFailDelay(cfg.AuthFailDelay))}, nil
 }
 
 // Serve accepts on l until l is closed or Shutdown/Close is called. It returns
@@ -194,7 +199,7 @@ func (s *HTTPServer) handle(ctx context.Context, c net.Conn) {
 		}
 		c.SetReadDeadline(time.Time{})
 		bodyless := req.Body == http.NoBody
-		if !s.authorized(req) {
+		if !s.authorized(ctx, c, req) {
 			s.stats.authFailed.Add(1)
 			writeHTTPError(c, http.StatusProxyAuthRequired, "proxy authentication required",
 				map[string]string{"Proxy-Authenticate": `Basic realm="mpath"`}, !bodyless || req.Close)
@@ -222,12 +227,32 @@ func (s *HTTPServer) handle(ctx context.Context, c net.Conn) {
 	}
 }
 
-// authorized checks Proxy-Authorization: Basic against the user table.
-func (s *HTTPServer) authorized(req *http.Request) bool {
+// authorized checks Proxy-Authorization: Basic against the user table. A request that
+// carries credentials is an attempt: it waits out the client's throttle first and a
+// failure is recorded (one without is the challenge round, neither slowed nor counted
+// against the client).
+func (s *HTTPServer) authorized(ctx context.Context, c net.Conn, req *http.Request) bool {
 	if s.users == nil {
 		return true
 	}
 	h := req.Header.Get("Proxy-Authorization")
+	if h == "" {
+		return false
+	}
+	k := s.tr.client(c)
+	if !s.throttle.wait(ctx, k) {
+		return false
+	}
+	if !s.checkBasic(h) {
+		s.throttle.failed(k, time.Now())
+		s.log.Info("authentication failed", zap.Stringer("client", k))
+		return false
+	}
+	s.throttle.succeeded(k)
+	return true
+}
+
+func (s *HTTPServer) checkBasic(h string) bool {
 	scheme, cred, ok := strings.Cut(h, " ")
 	if !ok || !strings.EqualFold(scheme, "Basic") {
 		return false

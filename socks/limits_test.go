@@ -185,3 +185,107 @@ func TestHTTPResponseHeadBounded(t *testing.T) {
 		t.Errorf("the target sent all of its %d-byte head", n)
 	}
 }
+
+// One client cannot hold more than MaxConnsPerClient connections.
+func TestFrontPerClientLimit(t *testing.T) {
+	checkLeaks(t)
+	s, addr := newSOCKS(t, socks.SOCKSConfig{Dialer: &fakeDialer{}, MaxConnsPerClient: 2})
+	var held []net.Conn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 2; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, c)
+	}
+	waitFor(t, 5*time.Second, "two active connections", func() bool { return s.Stats().Active == 2 })
+	if got := exchange(t, addr, []byte{5, 1, 0}, false); len(got) != 0 {
+		t.Errorf("third connection from the client: got %x, want a close", got)
+	}
+	if st := s.Stats(); st.OverClientLimit != 1 || st.OverLimit != 0 {
+		t.Errorf("stats %+v: want 1 over the per-client limit", st)
+	}
+	held[0].Close()
+	held = held[1:]
+	waitFor(t, 5*time.Second, "one active connection", func() bool { return s.Stats().Active == 1 })
+	if got := exchange(t, addr, []byte{5, 1, 0}, true); !bytes.Equal(got, []byte{5, 0}) {
+		t.Errorf("after one closed: got %x, want the method reply", got)
+	}
+}
+
+// After a failed RFC 1929 authentication the same client's next attempt is checked
+// only after the delay; the failure is on the record before the client hears of it.
+func TestSOCKSAuthThrottle(t *testing.T) {
+	checkLeaks(t)
+	const delay = 300 * time.Millisecond
+	s, addr := newSOCKS(t, socks.SOCKSConfig{Dialer: &fakeDialer{}, Users: map[string]string{"u": "right"}, AuthFailDelay: delay})
+	attempt := func(pass string) ([]byte, time.Duration) {
+		start := time.Now()
+		got := exchange(t, addr, cat([]byte{5, 1, 2, 1, 1, 'u', byte(len(pass))}, []byte(pass)), true)
+		return got, time.Since(start)
+	}
+	if got, _ := attempt("wrong"); !bytes.Equal(got, []byte{5, 2, 1, 1}) {
+		t.Fatalf("wrong password: %x", got)
+	}
+	got, took := attempt("wrong")
+	if !bytes.Equal(got, []byte{5, 2, 1, 1}) || took < delay {
+		t.Errorf("second attempt: %x after %v, want a failure after >= %v", got, took, delay)
+	}
+	got, took = attempt("right")
+	if !bytes.Equal(got, []byte{5, 2, 1, 0}) || took < 2*delay {
+		t.Errorf("third attempt (right password): %x after %v, want success after >= %v", got, took, 2*delay)
+	}
+	if st := s.Stats(); st.AuthFailed != 2 {
+		t.Errorf("AuthFailed = %d, want 2", st.AuthFailed)
+	}
+}
+
+// The same for Proxy-Authorization, on one keep-alive connection.
+func TestHTTPAuthThrottle(t *testing.T) {
+	checkLeaks(t)
+	const delay = 300 * time.Millisecond
+	hs, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: &fakeDialer{err: errors.New("no dial")},
+		Users: map[string]string{"u": "right"}, AuthFailDelay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := serve(t, hs)
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	ask := func(user, pass string) (int, time.Duration) {
+		start := time.Now()
+		req, _ := http.NewRequest("GET", "http://example.com/", nil)
+		req.SetBasicAuth(user, pass)
+		req.Header["Proxy-Authorization"] = req.Header["Authorization"]
+		delete(req.Header, "Authorization")
+		if err := req.WriteProxy(c); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(br, req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, time.Since(start)
+	}
+	if code, _ := ask("u", "wrong"); code != 407 {
+		t.Fatalf("wrong password: %d", code)
+	}
+	if code, took := ask("u", "wrong"); code != 407 || took < delay {
+		t.Errorf("second attempt: %d after %v, want 407 after >= %v", code, took, delay)
+	}
+	if code, took := ask("u", "right"); code != 502 || took < 2*delay {
+		t.Errorf("right password: %d after %v, want through (502 from the dialer) after >= %v", code, took, 2*delay)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,17 +17,26 @@ import (
 const (
 	DefaultHandshakeTimeout = 10 * time.Second
 	DefaultMaxConns         = 1024
+	// DefaultMaxConnsPerClient bounds a front's connections from one client (one remote
+	// address, IPv6 /64, or one local user on this host), so that one cannot take all
+	// of MaxConns.
+	DefaultMaxConnsPerClient = 256
 )
 
 // tracker is the accept loop and connection bookkeeping shared by SOCKSServer,
-// HTTPServer and Exit: a connection limit, one goroutine per connection, and graceful
-// or forced shutdown. Safe for concurrent use.
+// HTTPServer and Exit: a connection limit (overall, and per client when perClient > 0),
+// one goroutine per connection, and graceful or forced shutdown. Safe for concurrent
+// use.
 type tracker struct {
-	max int
-	log *zap.Logger
+	max       int
+	perClient int // 0: clients are not told apart (the exit)
+	log       *zap.Logger
+	// peerUID finds the local user owning a loopback peer's socket (clientOf).
+	peerUID func(local, remote netip.AddrPort) (uint32, bool)
 
-	accepted  atomic.Uint64
-	overLimit atomic.Uint64
+	accepted        atomic.Uint64
+	overLimit       atomic.Uint64
+	overClientLimit atomic.Uint64
 
 	ctx    context.Context // cancelled by a forced close: ends dials, closes upstreams
 	cancel context.CancelFunc
@@ -35,21 +45,33 @@ type tracker struct {
 	mu        sync.Mutex // guards the fields below
 	closing   bool
 	listeners map[net.Listener]struct{}
-	conns     map[net.Conn]struct{}
+	conns     map[net.Conn]clientKey
+	perKey    map[clientKey]int // connections per client (perClient > 0)
 }
 
-func newTracker(max int, log *zap.Logger) *tracker {
+// newTracker makes a tracker for max connections (DefaultMaxConns when <= 0) and
+// perClient per client: DefaultMaxConnsPerClient (at most max) when 0, none when < 0.
+func newTracker(max, perClient int, log *zap.Logger) *tracker {
 	if max <= 0 {
 		max = DefaultMaxConns
+	}
+	switch {
+	case perClient == 0:
+		perClient = min(DefaultMaxConnsPerClient, max)
+	case perClient < 0:
+		perClient = 0
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	return &tracker{
 		max:       max,
+		perClient: perClient,
 		log:       log,
+		peerUID:   localPeerUID,
 		ctx:       ctx,
 		cancel:    cancel,
 		listeners: make(map[net.Listener]struct{}),
-		conns:     make(map[net.Conn]struct{}),
+		conns:     make(map[net.Conn]clientKey),
+		perKey:    make(map[clientKey]int),
 	}
 }
 
@@ -101,7 +123,6 @@ func (t *tracker) serve(l net.Listener, handle func(ctx context.Context, c net.C
 		backoff = 0
 		t.accepted.Add(1)
 		if !t.add(c) {
-			t.overLimit.Add(1)
 			c.Close()
 			continue
 		}
@@ -114,22 +135,51 @@ func (t *tracker) serve(l net.Listener, handle func(ctx context.Context, c net.C
 	}
 }
 
-// add registers c, or reports false when the limit is reached or the server closing.
+// add registers c, or reports false (and counts why) when a limit is reached or the
+// server closing.
 func (t *tracker) add(c net.Conn) bool {
+	var k clientKey
+	if t.perClient > 0 {
+		k = clientOf(c, t.peerUID) // a netlink round trip for local peers: outside the lock
+	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.closing || len(t.conns) >= t.max {
+	switch {
+	case t.closing:
+		return false
+	case len(t.conns) >= t.max:
+		t.overLimit.Add(1)
+		return false
+	case t.perClient > 0 && t.perKey[k] >= t.perClient:
+		t.overClientLimit.Add(1)
+		t.log.Debug("per-client connection limit", zap.Stringer("client", k), zap.Int("limit", t.perClient))
 		return false
 	}
-	t.conns[c] = struct{}{}
+	t.conns[c] = k
+	if t.perClient > 0 {
+		t.perKey[k]++
+	}
 	t.wg.Add(1)
 	return true
+}
+
+// client returns the key c was registered under.
+func (t *tracker) client(c net.Conn) clientKey {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.conns[c]
 }
 
 func (t *tracker) done(c net.Conn) {
 	c.Close()
 	t.mu.Lock()
+	k := t.conns[c]
 	delete(t.conns, c)
+	if t.perClient > 0 {
+		if t.perKey[k]--; t.perKey[k] <= 0 {
+			delete(t.perKey, k)
+		}
+	}
 	t.mu.Unlock()
 	t.wg.Done()
 }

@@ -39,14 +39,22 @@ type SOCKSConfig struct {
 	Users            map[string]string
 	HandshakeTimeout time.Duration // greeting to request; DefaultHandshakeTimeout when 0
 	MaxConns         int           // beyond it new conns are closed at once; DefaultMaxConns when 0
-	IdleTimeout      time.Duration // relay ends after this long without a byte; 0: never
-	Logger           *zap.Logger   // nil: no logs
+	// MaxConnsPerClient bounds the connections from one client (remote address, IPv6
+	// /64, or local user): DefaultMaxConnsPerClient (at most MaxConns) when 0, none when < 0.
+	MaxConnsPerClient int
+	// AuthFailDelay slows a client after a failed authentication: its next attempt waits
+	// this long, doubling per consecutive failure up to 5 s. DefaultAuthFailDelay when
+	// 0, none when < 0.
+	AuthFailDelay time.Duration
+	IdleTimeout   time.Duration // relay ends after this long without a byte; 0: never
+	Logger        *zap.Logger   // nil: no logs
 }
 
 // FrontStats are a front's counters since it was made.
 type FrontStats struct {
 	Accepted        uint64 // connections accepted
 	OverLimit       uint64 // closed at once: MaxConns connections were active
+	OverClientLimit uint64 // closed at once: MaxConnsPerClient connections of that client were active
 	HandshakeFailed uint64 // bad input, timeout, unsupported method or command
 	AuthFailed      uint64 // wrong user or password
 	DialFailed      uint64 // the Dialer refused or failed
@@ -64,6 +72,7 @@ func (f *frontCounters) snapshot(tr *tracker) FrontStats {
 	return FrontStats{
 		Accepted:        tr.accepted.Load(),
 		OverLimit:       tr.overLimit.Load(),
+		OverClientLimit: tr.overClientLimit.Load(),
 		HandshakeFailed: f.handshakeFailed.Load(),
 		AuthFailed:      f.authFailed.Load(),
 		DialFailed:      f.dialFailed.Load(),
@@ -77,12 +86,13 @@ func (f *frontCounters) snapshot(tr *tracker) FrontStats {
 // SOCKSServer is the SOCKS5 front. Safe for concurrent use; Serve may run on several
 // listeners at once.
 type SOCKSServer struct {
-	cfg   SOCKSConfig
-	srv   *socks5.Server
-	tr    *tracker
-	log   *zap.Logger
-	users userTable
-	stats frontCounters
+	cfg      SOCKSConfig
+	srv      *socks5.Server
+	tr       *tracker
+	log      *zap.Logger
+	users    userTable
+	throttle *authThrottle
+	stats    frontCounters
 }
 
 // NewSOCKSServer checks cfg and returns a SOCKSServer.
@@ -98,7 +108,8 @@ func NewSOCKSServer(cfg SOCKSConfig) (*SOCKSServer, error) {
 		log = zap.NewNop()
 	}
 	log = log.Named("socks")
-	s := &SOCKSServer{cfg: cfg, log: log, tr: newTracker(cfg.MaxConns, log), users: newUserTable(cfg.Users)}
+	s := &SOCKSServer{cfg: cfg, log: log, tr: newTracker(cfg.MaxConns, cfg.MaxConnsPerClient, log),
+		users: newUserTable(cfg.Users), throttle: newAuthThrottle(authFailDelay(cfg.AuthFailDelay))}
 	opts := []socks5.Option{
 		socks5.WithLogger(socksLogger{log.Sugar()}),
 		socks5.WithResolver(noResolve{}),
@@ -107,9 +118,7 @@ func NewSOCKSServer(cfg SOCKSConfig) (*SOCKSServer, error) {
 		socks5.WithAssociateHandle(s.refuseCommand),
 	}
 	if s.users != nil {
-		opts = append(opts, socks5.WithAuthMethods([]socks5.Authenticator{
-			socks5.UserPassAuthenticator{Credentials: credentials{s}},
-		}))
+		opts = append(opts, socks5.WithAuthMethods([]socks5.Authenticator{userPassAuth{s}}))
 	}
 	s.srv = socks5.NewServer(opts...)
 	return s, nil
@@ -137,6 +146,7 @@ func (s *SOCKSServer) Stats() FrontStats { return s.stats.snapshot(s.tr) }
 type socksConn struct {
 	net.Conn
 	ctx       context.Context
+	client    clientKey
 	prefix    []byte
 	connected bool // reached the relay (set and read by the connection's goroutine)
 }
@@ -171,11 +181,11 @@ func (s *SOCKSServer) handle(ctx context.Context, c net.Conn) {
 		s.log.Debug("handshake: not SOCKS5", zap.Stringer("client", c.RemoteAddr()), zap.Uint8("version", ver[0]))
 		return
 	}
-	sc := &socksConn{Conn: c, ctx: ctx, prefix: ver[:]}
+	sc := &socksConn{Conn: c, ctx: ctx, client: s.tr.client(c), prefix: ver[:]}
 	err := s.srv.ServeConn(sc)
 	switch {
 	case errors.Is(err, statute.ErrUserAuthFailed):
-		// Counted by credentials.Valid, before the client is told.
+		// Counted by userPassAuth, before the client is told.
 	case !sc.connected && err != nil:
 		s.stats.handshakeFailed.Add(1)
 	}
@@ -266,16 +276,52 @@ func writeSOCKSReply(w io.Writer, code byte, bound net.Addr) error {
 	return err
 }
 
-// credentials is go-socks5's CredentialStore over the server's user table; it counts
-// failures.
-type credentials struct{ s *SOCKSServer }
+// userPassAuth is RFC 1929 username/password authentication with the server's user
+// table and its throttle: a client that failed recently waits before its credentials
+// are checked, and a failure is recorded before the client is told.
+type userPassAuth struct{ s *SOCKSServer }
 
-func (c credentials) Valid(user, password, _ string) bool {
-	ok := c.s.users.valid(user, password)
+func (userPassAuth) GetCode() uint8 { return statute.MethodUserPassAuth }
+
+func (a userPassAuth) Authenticate(r io.Reader, w io.Writer, _ string) (*socks5.AuthContext, error) {
+	sc, ok := w.(*socksConn)
 	if !ok {
-		c.s.stats.authFailed.Add(1)
+		return nil, fmt.Errorf("socks auth: unexpected writer %T", w)
 	}
-	return ok
+	if _, err := w.Write([]byte{statute.VersionSocks5, statute.MethodUserPassAuth}); err != nil {
+		return nil, err
+	}
+	up, err := statute.ParseUserPassRequest(r)
+	if err != nil {
+		return nil, err
+	}
+	s := a.s
+	if !s.throttle.wait(sc.ctx, sc.client) {
+		return nil, sc.ctx.Err()
+	}
+	if !s.users.valid(string(up.User), string(up.Pass)) {
+		s.stats.authFailed.Add(1)
+		s.throttle.failed(sc.client, time.Now())
+		s.log.Info("authentication failed", zap.Stringer("client", sc.client))
+		w.Write([]byte{statute.UserPassAuthVersion, statute.AuthFailure})
+		return nil, statute.ErrUserAuthFailed
+	}
+	s.throttle.succeeded(sc.client)
+	if _, err := w.Write([]byte{statute.UserPassAuthVersion, statute.AuthSuccess}); err != nil {
+		return nil, err
+	}
+	return &socks5.AuthContext{Method: statute.MethodUserPassAuth, Payload: map[string]string{"username": string(up.User)}}, nil
+}
+
+// authFailDelay maps a config's AuthFailDelay to the throttle's base (0: none).
+func authFailDelay(d time.Duration) time.Duration {
+	switch {
+	case d == 0:
+		return DefaultAuthFailDelay
+	case d < 0:
+		return 0
+	}
+	return d
 }
 
 // noResolve leaves names unresolved: the Dialer (the exit, in tunnel mode) resolves.

@@ -187,7 +187,8 @@ func TestSOCKSHandshakeTimeout(t *testing.T) {
 func TestSOCKSAuth(t *testing.T) {
 	checkLeaks(t)
 	tgt := sockstest.NewTCPTarget(t, "tcp4")
-	s, addr := newSOCKS(t, socks.SOCKSConfig{Dialer: &socks.DirectDialer{}, Users: map[string]string{"user": "secret"}})
+	s, addr := newSOCKS(t, socks.SOCKSConfig{Dialer: &socks.DirectDialer{}, Users: map[string]string{"user": "secret"},
+		AuthFailDelay: 10 * time.Millisecond}) // TestSOCKSAuthThrottle covers the delays
 	up := func(u, p string) []byte {
 		return cat([]byte{1, byte(len(u))}, []byte(u), []byte{byte(len(p))}, []byte(p))
 	}

@@ -53,6 +53,7 @@ func runClient(args []string) error {
 	passFile := fs.String("socks-password-file", "", "`file` whose first line is the password for --socks-user")
 	forceOpen := fs.Bool("force-open", false, "allow listening on a non-loopback address without authentication (an open proxy)")
 	maxConns := fs.Int("max-conns", 1024, "most proxy connections at once per front")
+	perClient := fs.Int("max-conns-per-client", socks.DefaultMaxConnsPerClient, "most proxy connections at once per front from one client: a remote address (IPv6: its /64) or one local user (-1: no limit)")
 	handshake := fs.Duration("handshake-timeout", 10*time.Second, "time a proxy client has to finish its handshake")
 	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "time to open a flow and hear the exit's answer")
 	config := fs.String("config", "", "read flags from `file`, one per line (\"path dev=c1,relay=10.77.1.2\"); command-line flags win")
@@ -142,7 +143,7 @@ func runClient(args []string) error {
 	}
 	var fronts []front
 	if *socksAddr != "" {
-		s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, Logger: log.Named("socks")})
+		s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log.Named("socks")})
 		if err != nil {
 			return err
 		}
@@ -156,7 +157,7 @@ func runClient(args []string) error {
 		log.Info("socks5 front", zap.String("addr", ln.Addr().String()))
 	}
 	if *httpAddr != "" {
-		s, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, Logger: log.Named("http")})
+		s, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log.Named("http")})
 		if err != nil {
 			return err
 		}
