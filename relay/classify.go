@@ -14,7 +14,7 @@ type Reason uint8
 // Drop reasons. ReasonNone means "forward".
 const (
 	ReasonNone         Reason = iota
-	ReasonNotAllowed          // an address outside --allow (outer source, inner source or destination)
+	ReasonNotAllowed          // an outer source outside --allow-from, an inner source or destination outside --allow-to
 	ReasonMalformed           // truncated, bad version/IHL/length, bad header checksum
 	ReasonFragment            // outer or inner packet is a fragment
 	ReasonNestedTunnel        // inner packet is itself a tunnel (IPIP, 6in4, GRE)
@@ -25,6 +25,7 @@ const (
 	ReasonQueueFull           // tail-dropped behind --impair rate
 	ReasonSendError           // the kernel refused to send it
 	ReasonOverload            // the release queue was full (the relay cannot keep up)
+	ReasonProtocol            // inner protocol other than TCP (or UDP to an encapsulation port)
 	numReasons
 )
 
@@ -41,6 +42,7 @@ var reasonNames = [numReasons]string{
 	ReasonQueueFull:    "queue_full",
 	ReasonSendError:    "send_error",
 	ReasonOverload:     "overload",
+	ReasonProtocol:     "protocol",
 }
 
 func (r Reason) String() string {
@@ -216,11 +218,65 @@ func (s *LocalSet) Has(ip uint32) bool {
 }
 
 // Policy is what Classify needs to judge a packet. Safe for concurrent reads.
+//
+// Who may send and where packets may go are separate lists:
+//
+//	IPIP to the relay:  outer source in From   (every sender: clients' uplink or NAT
+//	                                             addresses and the exit)
+//	                    inner source in To,     (inner addresses are the endpoints':
+//	                    inner destination in To  the exit and the clients)
+//	                    inner protocol TCP, or UDP to a port in InnerUDPPorts
+//	plain transit:      source in From, destination in To (any protocol: the lab)
+//
+// so a sender that spoofs an allowed outer source still reaches only the endpoints in
+// To, and only with TCP: never UDP to port 53 of a third host. From or To left empty
+// take Allow (the --allow shorthand: one list for both).
 type Policy struct {
-	Allow Allowlist
-	Local *LocalSet // the relay's own addresses
-	Mode  Mode
-	Plain bool // also forward plain (non-IPIP) transit IPv4 whose addresses are allowed
+	Allow Allowlist // shorthand: From and To where those are empty
+	From  Allowlist // outer sources (plain: sources) allowed to send through the relay
+	To    Allowlist // inner sources and destinations (plain: destinations)
+	// InnerUDPPorts are the UDP destination ports inner packets may carry besides TCP.
+	// Empty today: the engine's inner packets are TCP. The hook for a UDP encapsulation
+	// (IPv4-in-UDP, Linux fou): its port goes here so encapsulated traffic nested in
+	// IPIP keeps working while every other UDP (DNS, amplification) is dropped.
+	InnerUDPPorts []uint16
+	Local         *LocalSet // the relay's own addresses
+	Mode          Mode
+	Plain         bool // also forward plain (non-IPIP) transit IPv4 whose addresses are allowed
+}
+
+func (p *Policy) from() *Allowlist {
+	if len(p.From.nets) > 0 {
+		return &p.From
+	}
+	return &p.Allow
+}
+
+func (p *Policy) to() *Allowlist {
+	if len(p.To.nets) > 0 {
+		return &p.To
+	}
+	return &p.Allow
+}
+
+// innerProtoAllowed reports whether an inner packet's protocol may pass: TCP, or UDP to
+// one of InnerUDPPorts. pkt is the inner packet, h its header.
+func (p *Policy) innerProtoAllowed(pkt []byte, h ipv4Hdr) bool {
+	switch h.proto {
+	case protoTCP:
+		return true
+	case protoUDP:
+		if len(p.InnerUDPPorts) == 0 || h.totalLen < h.hdrLen+8 {
+			return false
+		}
+		port := binary.BigEndian.Uint16(pkt[h.hdrLen+2 : h.hdrLen+4])
+		for _, q := range p.InnerUDPPorts {
+			if q == port {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Action is what Classify decided for a packet.
@@ -248,6 +304,7 @@ const (
 	protoIPv6     = 41
 	protoGRE      = 47
 	protoTCP      = 6
+	protoUDP      = 17
 	// OuterTTL is the TTL of the outer header the relay writes in reencap mode.
 	OuterTTL = 64
 )
@@ -278,7 +335,7 @@ func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdic
 	if martian(h.dst) || martian(h.src) {
 		return Verdict{Action: ActIgnore}
 	}
-	if !p.Allow.Contains(h.src) || !p.Allow.Contains(h.dst) {
+	if !p.from().Contains(h.src) || !p.to().Contains(h.dst) {
 		return Verdict{Action: ActDrop, Reason: ReasonNotAllowed}
 	}
 	if h.fragment {
@@ -294,7 +351,7 @@ func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdic
 
 func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) netip.Addr) Verdict {
 	drop := func(r Reason) Verdict { return Verdict{Action: ActDrop, Reason: r, Tunnel: true} }
-	if !p.Allow.Contains(outer.src) {
+	if !p.from().Contains(outer.src) {
 		return drop(ReasonNotAllowed)
 	}
 	if outer.fragment {
@@ -312,7 +369,7 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	if martian(in.src) || martian(in.dst) {
 		return drop(ReasonMartian)
 	}
-	if !p.Allow.Contains(in.src) || !p.Allow.Contains(in.dst) {
+	if to := p.to(); !to.Contains(in.src) || !to.Contains(in.dst) {
 		return drop(ReasonNotAllowed)
 	}
 	if in.fragment {
@@ -326,6 +383,9 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	}
 	if in.ttl <= 1 {
 		return drop(ReasonTTLExpired)
+	}
+	if !p.innerProtoAllowed(innerBuf, in) {
+		return drop(ReasonProtocol)
 	}
 	decTTL(innerBuf)
 	dst := addrOf(in.dst)

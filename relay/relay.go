@@ -50,10 +50,14 @@ type Sink interface {
 
 // Config configures a Relay.
 type Config struct {
-	Allow  Allowlist
-	Mode   Mode
-	Plain  bool
-	Impair ImpairSpec
+	// Allow is the shorthand for both lists; From (who may send) and To (where inner
+	// packets may go) override it where set (see Policy).
+	Allow, From, To Allowlist
+	// InnerUDPPorts: see Policy (the UDP encapsulation hook).
+	InnerUDPPorts []uint16
+	Mode          Mode
+	Plain         bool
+	Impair        ImpairSpec
 	// LocalAddrs returns the relay's own addresses; it is called at start and every
 	// AddrRefresh. Default: the addresses of every interface (net.InterfaceAddrs).
 	LocalAddrs  func() ([]netip.Addr, error)
@@ -157,8 +161,8 @@ type Relay struct {
 
 // New returns a relay reading from src and sending to sink.
 func New(cfg Config, src Source, sink Sink) (*Relay, error) {
-	if len(cfg.Allow.nets) == 0 {
-		return nil, errors.New("relay: empty allowlist")
+	if len(cfg.Allow.nets) == 0 && (len(cfg.From.nets) == 0 || len(cfg.To.nets) == 0) {
+		return nil, errors.New("relay: empty allowlist (want Allow, or From and To)")
 	}
 	if cfg.LocalAddrs == nil {
 		cfg.LocalAddrs = InterfaceAddrs
@@ -209,7 +213,8 @@ func (r *Relay) refreshAddrs() error {
 	if old != nil && sameAddrs(old.Local, addrs) {
 		return nil
 	}
-	r.policy.Store(&Policy{Allow: r.cfg.Allow, Local: NewLocalSet(addrs), Mode: r.cfg.Mode, Plain: r.cfg.Plain})
+	r.policy.Store(&Policy{Allow: r.cfg.Allow, From: r.cfg.From, To: r.cfg.To, InnerUDPPorts: r.cfg.InnerUDPPorts,
+		Local: NewLocalSet(addrs), Mode: r.cfg.Mode, Plain: r.cfg.Plain})
 	if old != nil {
 		r.log.Info("local addresses changed", zap.Int("count", len(addrs)))
 	}

@@ -22,12 +22,17 @@ import (
 )
 
 const relayMore = `
-The relay receives IPIP on every interface of its host and accepts a packet only when
-its outer source, inner source and inner destination are all inside --allow. Everything
-else is dropped and counted by reason (not_allowed, malformed, fragment, nested_tunnel,
-ttl_expired, to_self, martian, impair_loss, queue_full, send_error, overload). The relay
+The relay receives IPIP on every interface of its host and forwards a packet only when
+its outer source is in --allow-from (who may send: the clients' uplink or NAT addresses
+and the exit), its inner source and destination are in --allow-to (the endpoints' inner
+addresses: the exit and the clients) and the inner packet is TCP. --allow is the
+shorthand for both lists (either specific flag overrides it). Plain transit (--plain)
+needs its source in --allow-from and its destination in --allow-to. Everything else is
+dropped and counted by reason (not_allowed, protocol, malformed, fragment,
+nested_tunnel, ttl_expired, to_self, martian, impair_loss, queue_full, send_error,
+overload). The relay
 itself never sends ICMP, and an nftables table "mpath_relay" (owned by the process,
-gone when it ends) drops the IPIP from --allow sources after the relay captured it, so
+gone when it ends) drops the IPIP from --allow-from sources after the relay captured it, so
 the kernel neither answers it with ICMP nor decapsulates a second copy. It never
 forwards to its own addresses.
 
@@ -47,6 +52,7 @@ Modes:
 
 Examples:
   mpath relay --allow 10.77.0.0/16
+  mpath relay --allow-from 198.51.100.0/24,203.0.113.7 --allow-to 10.77.255.1,10.77.255.2
   mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics :9100
   mpath relay --allow 10.77.0.0/16 --plain --impair delay=40ms,loss=1%,seed=3
 
@@ -63,8 +69,10 @@ var relayFlagSet func(name, synopsis, more string) *flag.FlagSet
 func init() { relayFlagSet = newFlagSet }
 
 func runRelay(args []string) error {
-	fs := relayFlagSet("relay", "--allow CIDR[,CIDR...] [--mode forward|reencap] [--plain] [--impair SPEC] [--metrics ADDR]", relayMore)
-	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRs` every outer source, inner source and inner destination must be in (required), e.g. 10.77.0.0/16")
+	fs := relayFlagSet("relay", "(--allow CIDR[,CIDR...] | --allow-from CIDRs --allow-to CIDRs) [--mode forward|reencap] [--plain] [--impair SPEC] [--metrics ADDR]", relayMore)
+	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRs`: shorthand for --allow-from and --allow-to with the same list, e.g. 10.77.0.0/16")
+	fromFlag := fs.String("allow-from", "", "comma-separated IPv4 `CIDRs` that may send IPIP through the relay (outer sources: clients' uplinks, the exit)")
+	toFlag := fs.String("allow-to", "", "comma-separated IPv4 `CIDRs` inner packets may come from and go to (the endpoints' inner addresses: exit and clients)")
 	modeFlag := fs.String("mode", "forward", "`forward` (decapsulate and route) or reencap (new outer header from this relay)")
 	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow, with the same impairments; for hosts with ip_forward=0 (the lab)")
 	impairFlag := fs.String("impair", "", "impairments for forwarded packets (`SPEC`, keys below), e.g. delay=30ms,jitter=5ms,loss=0.5%,dup=0.1%,reorder=1%,rate=10mbit,seed=7")
@@ -77,12 +85,9 @@ func runRelay(args []string) error {
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q", fs.Args())
 	}
-	if *allowFlag == "" {
-		fs.Usage()
-		return errors.New("--allow is required")
-	}
-	allow, err := relay.ParseAllowlist(*allowFlag)
+	from, to, err := relayLists(*allowFlag, *fromFlag, *toFlag)
 	if err != nil {
+		fs.Usage()
 		return err
 	}
 	mode, err := relay.ParseMode(*modeFlag)
@@ -114,7 +119,7 @@ func runRelay(args []string) error {
 
 	var guard *raw.Guard
 	if !*noGuard {
-		guard, err = relay.InstallGuard(allow)
+		guard, err = relay.InstallGuard(from)
 		if err != nil {
 			src.Close()
 			return err
@@ -126,7 +131,7 @@ func runRelay(args []string) error {
 		}()
 	}
 
-	r, err := relay.New(relay.Config{Allow: allow, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
+	r, err := relay.New(relay.Config{From: from, To: to, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
 	if err != nil {
 		src.Close()
 		return err
@@ -166,7 +171,8 @@ func runRelay(args []string) error {
 	defer stop()
 	// The lab waits for this line.
 	log.Info("relay ready",
-		zap.String("allow", allow.String()),
+		zap.String("allow_from", from.String()),
+		zap.String("allow_to", to.String()),
 		zap.Stringer("mode", mode),
 		zap.Bool("plain", *plain),
 		zap.String("impair", spec.String()),
@@ -181,6 +187,28 @@ func runRelay(args []string) error {
 	}
 	log.Info("relay stopped", append(r.Stats().Fields(), zap.Uint64("capture_kernel_drops", src.Stats().KernelDrops))...)
 	return runErr
+}
+
+// relayLists resolves --allow, --allow-from and --allow-to into the two lists.
+func relayLists(allow, from, to string) (relay.Allowlist, relay.Allowlist, error) {
+	if from == "" {
+		from = allow
+	}
+	if to == "" {
+		to = allow
+	}
+	if from == "" || to == "" {
+		return relay.Allowlist{}, relay.Allowlist{}, errors.New("--allow, or --allow-from and --allow-to, are required")
+	}
+	f, err := relay.ParseAllowlist(from)
+	if err != nil {
+		return relay.Allowlist{}, relay.Allowlist{}, fmt.Errorf("--allow-from: %w", err)
+	}
+	t, err := relay.ParseAllowlist(to)
+	if err != nil {
+		return relay.Allowlist{}, relay.Allowlist{}, fmt.Errorf("--allow-to: %w", err)
+	}
+	return f, t, nil
 }
 
 func localList(r *relay.Relay) string {
