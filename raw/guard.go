@@ -26,13 +26,23 @@ package raw
 // The kernel binds an owner table to that socket and removes it when the socket closes:
 // on Close, on exit, on any signal, on kill -9. A table of the same name owned by another
 // live process makes NewGuard fail with EPERM rather than steal it.
+//
+// Names are per instance, mpath_<pid> (or mpath_<role>_<pid>, see InstanceTable), so
+// two clients, or a client and an exit, share a host. Before installing, NewGuard
+// removes the instance tables whose process is gone (left by a crash on a kernel
+// without owner tables, < 5.12) and the pre-instance names "mpath" and "mpath_relay";
+// a table a live process owns refuses the delete (EPERM) and stays.
 
 import (
 	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
+	"os"
+	"strconv"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/nftables"
@@ -43,7 +53,7 @@ import (
 
 // GuardConfig says what the Guard drops.
 type GuardConfig struct {
-	Table       string         // nftables table name (family ip); default "mpath"
+	Table       string         // nftables table name (family ip); default InstanceTable("")
 	Ports       []PortRange    // inbound TCP to these dports dropped; outbound RST from these sports dropped
 	Addrs       []netip.Addr   // optional: only for these local (inner) addresses
 	IPIPSources []netip.Prefix // inbound IPv4 protocol 4 from these sources dropped
@@ -69,7 +79,7 @@ var errCaptured = errors.New("captured")
 // reports false: then only Close removes it, and the next NewGuard replaces it.
 func NewGuard(cfg GuardConfig) (*Guard, error) {
 	if cfg.Table == "" {
-		cfg.Table = "mpath"
+		cfg.Table = InstanceTable("")
 	}
 	for _, a := range cfg.Addrs {
 		if !a.Is4() {
@@ -89,6 +99,7 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 	if err != nil {
 		return nil, fmt.Errorf("raw: guard: netlink: %w", err)
 	}
+	removeStaleTables(conn, cfg.Table)
 	owned := true
 	err = execBatch(conn, setTableFlags(msgs, cfg.Table, nftTableFlagOwner))
 	if errors.Is(err, unix.EOPNOTSUPP) || errors.Is(err, unix.EINVAL) {
@@ -103,6 +114,89 @@ func NewGuard(cfg GuardConfig) (*Guard, error) {
 		return nil, fmt.Errorf("raw: guard: install table %q: %w", cfg.Table, err)
 	}
 	return &Guard{table: cfg.Table, owned: owned, conn: conn}, nil
+}
+
+var instanceSeq atomic.Uint32
+
+// InstanceTable returns a table name for a new guard of this process: mpath_<pid> for
+// role "", else mpath_<role>_<pid> (role: lower-case letters), with _<n> added for the
+// n-th (n >= 2) name this process asks for. The pid lets a later instance tell a stale
+// table (its process gone) from a live one.
+func InstanceTable(role string) string {
+	name := "mpath_"
+	if role != "" {
+		name += role + "_"
+	}
+	name += strconv.Itoa(os.Getpid())
+	if n := instanceSeq.Add(1); n > 1 {
+		name += "_" + strconv.Itoa(int(n))
+	}
+	return name
+}
+
+// legacyTables are the fixed names earlier versions used.
+var legacyTables = map[string]bool{"mpath": true, "mpath_relay": true}
+
+// tablePID returns the pid in an instance table name (see InstanceTable).
+func tablePID(name string) (int, bool) {
+	rest, ok := strings.CutPrefix(name, "mpath_")
+	if !ok {
+		return 0, false
+	}
+	f := strings.Split(rest, "_")
+	i := 0
+	if len(f) > 0 && f[0] != "" && strings.Trim(f[0], "abcdefghijklmnopqrstuvwxyz") == "" {
+		i = 1 // role
+	}
+	if len(f)-i < 1 || len(f)-i > 2 {
+		return 0, false
+	}
+	for _, d := range f[i:] {
+		if d == "" || strings.Trim(d, "0123456789") != "" || len(d) > 9 {
+			return 0, false
+		}
+	}
+	pid, _ := strconv.Atoi(f[i])
+	return pid, pid > 0
+}
+
+// staleTable reports whether name is an mpath table that no live process of this host
+// can own: an instance table whose pid is gone, or a legacy name.
+func staleTable(name string, alive func(pid int) bool) bool {
+	if legacyTables[name] {
+		return true
+	}
+	pid, ok := tablePID(name)
+	return ok && pid != os.Getpid() && !alive(pid)
+}
+
+func pidAlive(pid int) bool {
+	err := unix.Kill(pid, 0)
+	return err == nil || errors.Is(err, unix.EPERM)
+}
+
+// removeStaleTables deletes the stale mpath tables (staleTable) other than keep, one
+// transaction each; failures (EPERM: owned by a live process) are ignored.
+func removeStaleTables(conn *netlink.Conn, keep string) {
+	c, err := nftables.New()
+	if err != nil {
+		return
+	}
+	tables, err := c.ListTablesOfFamily(nftables.TableFamilyIPv4)
+	if err != nil {
+		return
+	}
+	for _, t := range tables {
+		if t.Name == keep || !staleTable(t.Name, pidAlive) {
+			continue
+		}
+		msgs, err := captureMessages(func(c *nftables.Conn) {
+			c.DelTable(&nftables.Table{Name: t.Name, Family: nftables.TableFamilyIPv4})
+		})
+		if err == nil {
+			execBatch(conn, msgs)
+		}
+	}
 }
 
 // Table returns the table name.

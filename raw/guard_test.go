@@ -272,12 +272,15 @@ func TestGuardChildProcess(t *testing.T) {
 	if table == "" {
 		t.Skip("helper process for TestGuardDiesWithProcess")
 	}
+	if table == "auto" {
+		table = "" // the per-instance default
+	}
 	g, err := NewGuard(GuardConfig{Table: table, Ports: []PortRange{{9000, 9009}}, IPIPSources: []netip.Prefix{netip.MustParsePrefix("10.9.0.1/32")}})
 	if err != nil {
 		fmt.Println("error:", err)
 		os.Exit(1)
 	}
-	fmt.Println("ready", g.Owned())
+	fmt.Println("ready", g.Owned(), g.Table())
 	// Wait to be killed (stdin stays open until then).
 	bufio.NewReader(os.Stdin).ReadString('\n')
 	os.Exit(0)

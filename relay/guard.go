@@ -9,8 +9,9 @@ import (
 	"mpath/raw"
 )
 
-// GuardTable is the nftables table (family ip) the relay's guard owns.
-const GuardTable = "mpath_relay"
+// GuardTable returns the name of the nftables table (family ip) a relay guard of this
+// process owns: mpath_relay_<pid>, so relays and engines share a host.
+func GuardTable() string { return raw.InstanceTable("relay") }
 
 // InstallGuard installs raw's nftables guard for the relay: inbound IPIP from the
 // allowed sources is dropped in prerouting, after AF_PACKET captured it. Without it the
@@ -21,7 +22,7 @@ const GuardTable = "mpath_relay"
 // IPIP from sources outside --allow is not dropped by the guard: the relay drops and
 // counts it, and the kernel may answer it with ICMP if it has a route back.
 func InstallGuard(allow Allowlist) (*raw.Guard, error) {
-	g, err := raw.NewGuard(raw.GuardConfig{Table: GuardTable, IPIPSources: allow.Prefixes()})
+	g, err := raw.NewGuard(raw.GuardConfig{Table: GuardTable(), IPIPSources: allow.Prefixes()})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}

@@ -56,7 +56,10 @@ func nsHosts(t *testing.T, ns string, lines ...string) {
 
 // hasMpathTable reports whether a table named mpath is among tables.
 func hasMpathTable(tables []string) bool {
-	return slices.Contains(tables, "ip mpath")
+	// Guard tables are per instance: "ip mpath_<pid>" (older versions: "ip mpath").
+	return slices.ContainsFunc(tables, func(t string) bool {
+		return t == "ip mpath" || strings.HasPrefix(t, "ip mpath_")
+	})
 }
 
 // stopNode sends SIGTERM to n and checks that it exits 0 and that its namespace has no
