@@ -182,6 +182,8 @@ type engineFlags struct {
 	noGuard    bool
 	drain      time.Duration
 	pprof      string
+	// metricsPublic allows --metrics and --pprof on non-loopback addresses.
+	metricsPublic bool
 }
 
 func (f *engineFlags) register(fs *flag.FlagSet) {
@@ -195,6 +197,7 @@ func (f *engineFlags) register(fs *flag.FlagSet) {
 	fs.BoolVar(&f.debug, "debug", false, "debug logging")
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
 	fs.StringVar(&f.pprof, "pprof", "", "serve Go's net/http/pprof at `ADDR` (profiling; empty: off)")
+	fs.BoolVar(&f.metricsPublic, "metrics-public", false, "allow --metrics and --pprof on a non-loopback address (otherwise refused)")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, how long open flows may take to finish before they are reset")
 }
 
@@ -212,6 +215,12 @@ type node struct {
 func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []raw.PortRange, acceptSYNData bool) (*node, error) {
 	if len(f.paths) == 0 {
 		return nil, errors.New("at least one --path is needed")
+	}
+	if err := checkDebugListen("metrics", f.metrics, f.metricsPublic); err != nil {
+		return nil, err
+	}
+	if err := checkDebugListen("pprof", f.pprof, f.metricsPublic); err != nil {
+		return nil, err
 	}
 	pr, err := parsePortRange(f.ports)
 	if err != nil {

@@ -53,7 +53,7 @@ Modes:
 Examples:
   mpath relay --allow 10.77.0.0/16
   mpath relay --allow-from 198.51.100.0/24,203.0.113.7 --allow-to 10.77.255.1,10.77.255.2
-  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics :9100
+  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics 127.0.0.1:9100
   mpath relay --allow 10.77.0.0/16 --plain --impair delay=40ms,loss=1%,seed=3
 
 Metrics (Prometheus text at http://ADDR/metrics): mpath_relay_forwarded_packets_total{mode},
@@ -77,6 +77,7 @@ func runRelay(args []string) error {
 	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow, with the same impairments; for hosts with ip_forward=0 (the lab)")
 	impairFlag := fs.String("impair", "", "impairments for forwarded packets (`SPEC`, keys below), e.g. delay=30ms,jitter=5ms,loss=0.5%,dup=0.1%,reorder=1%,rate=10mbit,seed=7")
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address`, e.g. :9100 or 127.0.0.1:9100 (empty: off)")
+	metricsPublic := fs.Bool("metrics-public", false, "allow --metrics on a non-loopback address (otherwise refused)")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
 	debug := fs.Bool("debug", false, "debug logging")
 	if err := fs.Parse(args); err != nil {
@@ -88,6 +89,9 @@ func runRelay(args []string) error {
 	from, to, err := relayLists(*allowFlag, *fromFlag, *toFlag)
 	if err != nil {
 		fs.Usage()
+		return err
+	}
+	if err := checkDebugListen("metrics", *metrics, *metricsPublic); err != nil {
 		return err
 	}
 	mode, err := relay.ParseMode(*modeFlag)
