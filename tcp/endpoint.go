@@ -1250,7 +1250,8 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		e.finPending = true
 	}
 	sent := false
-	end := e.bufSeq + uint32(e.sb.length())
+	held, pressed := e.sb.lengthPressed()
+	end := e.bufSeq + uint32(held)
 	for {
 		avail := int(seqnum.Diff(e.sndNxt, end))
 		fin := e.finPending && !e.finSent && e.state != stateSynRcvd
@@ -1282,7 +1283,7 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		if size == 0 {
 			break
 		}
-		p := e.pickPath(now, size, avail, false)
+		p := e.pickPath(now, size, e.backlog(avail, room, pressed), false)
 		if p < 0 {
 			if !e.anyPathUp() {
 				e.armConnRTO(now) // every path is down: retry on a rotation until one answers
@@ -1314,6 +1315,20 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		}
 	}
 	return sent
+}
+
+// backlog is the scheduler's estimate of the flow's data still to send, for the
+// decision whether a slower path finishes it sooner (spray.BacklogPicker): the unsent
+// bytes in the buffer, or, while the application presses on a full buffer (it has more
+// than the buffer shows), what the peer's window lets into flight. The window bounds it
+// on purpose: data beyond it cannot be sent before the earlier data is acknowledged, so
+// it cannot make a slow path worth its delay, and a small receive window thus keeps a
+// flow off paths whose delay it cannot cover (BLEST's concern).
+func (e *endpoint) backlog(avail, room int, pressed bool) int {
+	if pressed {
+		return max(avail, room)
+	}
+	return avail
 }
 
 func (e *endpoint) armPersist(now time.Time) {
