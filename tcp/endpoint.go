@@ -1102,6 +1102,9 @@ func (e *endpoint) output(now time.Time) {
 		if e.sendNew(now) {
 			sentData = true
 		}
+		if e.reinjectTail(now) {
+			sentData = true
+		}
 		if a := e.sendAllowance(); a != e.allowance {
 			e.allowance = a // the buffer's lock only when the allowance moved
 			e.sb.setSoft(a)
@@ -1313,6 +1316,44 @@ func (e *endpoint) sendNew(now time.Time) bool {
 		if v.Up && v.InFlight < v.Cwnd && e.paths[i].sendable(now) {
 			e.paths[i].appLimitedTo = max(e.paths[i].delivered+uint64(v.InFlight), 1)
 		}
+	}
+	return sent
+}
+
+// reinjectTail: at the end of a flow (the application closed its side and every byte
+// is sent) a path that has room re-sends segments still in flight on a slower path when
+// the copy is expected to be acknowledged before the original: the flow then finishes
+// with its fastest path instead of waiting out a long path's delay, or a long path's
+// timeout when one of its last segments is lost (30% loss on a 300 ms path: the tail
+// alone cost a transfer up to 2% against the best single path). Each segment is re-sent
+// at most once this way; the original's path stops counting it in flight without
+// counting a loss. It reports whether anything was sent.
+func (e *endpoint) reinjectTail(now time.Time) bool {
+	if !e.finSent || e.tx.len() == 0 || len(e.rtx) > 0 {
+		return false
+	}
+	sent := false
+	for i := 0; i < e.tx.len(); i++ {
+		s := e.tx.at(i)
+		if !s.inflight || s.sacked || s.retrans > 0 || s.fin || s.syn {
+			continue
+		}
+		q := s.path
+		p := spray.Earliest(now, e.view, s.size(), q)
+		if p < 0 || p == q || !e.paths[p].sendable(now) {
+			break
+		}
+		at, ok := e.view[p].ExpectedArrival(now, s.size())
+		if !ok || !now.Add(2*at).Before(s.sentAt.Add(e.view[q].SRTT)) {
+			continue
+		}
+		s.inflight = false
+		if e.view[q].InFlight -= s.size(); e.view[q].InFlight <= 0 {
+			e.view[q].InFlight = 0
+			e.paths[q].rtoAt = time.Time{}
+		}
+		e.transmit(now, s, p)
+		sent = true
 	}
 	return sent
 }

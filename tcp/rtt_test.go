@@ -119,3 +119,19 @@ func TestRTTTrace(t *testing.T) {
 	r := runScenario(t, sc)
 	logResult(t, "trace", sc, r)
 }
+
+// TestRTTRateSpread: what issue 13 must keep — a 1:20 rate spread (0.5 + 4 x 10 Mbit/s,
+// equal RTTs) stays >= 90% of the sum with the long-RTT changes in place.
+func TestRTTRateSpread(t *testing.T) {
+	ten := 10 * mbit
+	sc := scenario{paths: []simnet.PathSpec{spec(0.5*mbit, msd(10)), spec(ten, msd(10)), spec(ten, msd(10)), spec(ten, msd(10)), spec(ten, msd(10))},
+		size: scaled(20 * mib), seed: 1}
+	for _, download := range []bool{false, true} {
+		sc.download = download
+		r := runScenario(t, sc)
+		logResult(t, fmt.Sprintf("0.5 + 4 x 10 Mbit/s, download %v", download), sc, r)
+		if got := r.ratio(sumRates(sc.paths)); floorsChecked && got < 0.90 {
+			t.Errorf("download %v: %.1f%% of the sum, want >= 90%%", download, 100*got)
+		}
+	}
+}
