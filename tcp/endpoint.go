@@ -1322,7 +1322,9 @@ func (e *endpoint) sendNew(now time.Time) bool {
 
 // reinjectTail: at the end of a flow (the application closed its side and every byte
 // is sent) a path that has room re-sends segments still in flight on a slower path when
-// the copy is expected to be acknowledged before the original: the flow then finishes
+// the copy is expected to be acknowledged before the original, or the original is
+// overdue by a quarter of its path's RTT (likely lost, with nothing sent after it on
+// that path to reveal it before the path's timeout): the flow then finishes
 // with its fastest path instead of waiting out a long path's delay, or a long path's
 // timeout when one of its last segments is lost (30% loss on a 300 ms path: the tail
 // alone cost a transfer up to 2% against the best single path). Each segment is re-sent
@@ -1344,7 +1346,9 @@ func (e *endpoint) reinjectTail(now time.Time) bool {
 			break
 		}
 		at, ok := e.view[p].ExpectedArrival(now, s.size())
-		if !ok || !now.Add(2*at).Before(s.sentAt.Add(e.view[q].SRTT)) {
+		due := s.sentAt.Add(e.view[q].SRTT) // when the original's acknowledgement is expected
+		overdue := now.After(due.Add(e.view[q].SRTT / 4))
+		if !ok || !(overdue || now.Add(2*at).Before(due)) {
 			continue
 		}
 		s.inflight = false

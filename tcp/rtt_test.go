@@ -10,7 +10,7 @@ package tcp_test
 //	              with 30% loss on the long path; the receive window each row used is
 //	              logged beside the 2 x sum x RTT_max ceiling.
 //
-// MPATH_RTT_TRACE=rtt,queue_ms,loss (e.g. 160,5,0) runs one row with the sender's
+// MPATH_RTT_TRACE=rtt_ms,queue_ms,loss[,seed] (e.g. 160,5,0) runs one row with the sender's
 // per-path state logged every 500 ms (TestRTTTrace).
 
 import (
@@ -55,11 +55,13 @@ var rttQueues = []struct {
 	q    time.Duration
 }{{"short queue", 5 * time.Millisecond}, {"long queue", 200 * time.Millisecond}}
 
-// singleMargin: how close to the best single path a row must come. The target is 1
-// (never below it); with 30% loss on the long path the flow's tail waits for that
-// path's timeout when its last segments there are lost, which costs up to 2% of a
-// 20 MB transfer (0.98-1.0x in the 30% rows), so the assertion allows that for now.
-const singleMargin = 0.97
+// singleMargin: how close to the best single path a row must come. The target is "never
+// below it"; with 30% loss on the long path that path adds little (0.5-20%: its window
+// stays small under the loss), and what it adds is traded against the end of the flow
+// (its last segments there: re-sent on the fast path once overdue, reinjectTail), so
+// the worst rows land at 0.996x. One percent covers that, a real regression (a slow path
+// holding the flow back) costs far more.
+const singleMargin = 0.99
 
 func TestRTTRows(t *testing.T) {
 	size := scaled(20 * mib)
@@ -108,14 +110,15 @@ func TestRTTRows(t *testing.T) {
 func TestRTTTrace(t *testing.T) {
 	v := os.Getenv("MPATH_RTT_TRACE")
 	if v == "" {
-		t.Skip("MPATH_RTT_TRACE=rtt_ms,queue_ms,loss runs one row with a trace")
+		t.Skip("MPATH_RTT_TRACE=rtt_ms,queue_ms,loss[,seed] runs one row with a trace")
 	}
 	var rtt, q int
 	var loss float64
-	if _, err := fmt.Sscanf(v, "%d,%d,%g", &rtt, &q, &loss); err != nil {
+	seed := uint64(1)
+	if n, err := fmt.Sscanf(v, "%d,%d,%g,%d", &rtt, &q, &loss, &seed); n < 3 {
 		t.Fatalf("MPATH_RTT_TRACE=%q: %v", v, err)
 	}
-	sc := scenario{paths: rttPaths(msd(rtt), msd(q), loss), size: 20 * mib, seed: 1, download: true, trace: 500 * time.Millisecond}
+	sc := scenario{paths: rttPaths(msd(rtt), msd(q), loss), size: 20 * mib, seed: seed, download: true, trace: 500 * time.Millisecond}
 	r := runScenario(t, sc)
 	logResult(t, "trace", sc, r)
 }
