@@ -20,7 +20,13 @@ import (
 //
 //	arrival(cand) <= arrival(best) + backlog/rate(paths earlier than cand)
 //
-// PickBacklog takes the backlog from the engine; Pick, which does not know it, assumes
+// PickBacklog takes the backlog from the engine: the flow's data still to send, which
+// for a bulk sender (an application pressing on a full send buffer) is what the peer's
+// window lets into flight, so a long path with spare window is used whenever it
+// finishes the data sooner, however long its delay (issue 13: counting only the few
+// windows the send buffer held left a path 150 ms longer idle); near the end of a flow
+// it is the exact remainder, and the last segments wait for the fast path. Pick, which
+// does not know it, assumes
 // one congestion window of the better paths is waiting (a bulk sender keeps at least
 // that much queued), so a slower path is used when its extra delay is within about one
 // RTT of the better paths. The allowance is at least an eighth of the best arrival
