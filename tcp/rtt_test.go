@@ -7,8 +7,9 @@ package tcp_test
 //
 //	TestRTTRows   the floors: >= 85% of the sum at 10/160 and 10/300, >= 75% at 10/600,
 //	              and never below the best single path (measured in the same run), also
-//	              with 30% loss on the long path; the receive window each row used is
-//	              logged beside the 2 x sum x RTT_max ceiling.
+//	              with 30% loss on the long path; the receive window each row used (the
+//	              receiver's largest out-of-order hold) is logged and must stay under
+//	              the 2 x sum x RTT_max ceiling (RTT_max with a full queue).
 //
 // MPATH_RTT_TRACE=rtt_ms,queue_ms,loss[,seed] (e.g. 160,5,0) runs one row with the sender's
 // per-path state logged every 500 ms (TestRTTTrace).
@@ -92,6 +93,9 @@ func TestRTTRows(t *testing.T) {
 					t.Logf("%-38s %6.2f Mbit/s = %5.1f%% of the sum, %4.2fx the best single path; path 2 carried %4.1f%%; receive window used %4.0f kB (ceiling 2 x sum x RTT_max %4.0f kB); longest stall %v",
 						name, r.goodput/mbit, 100*r.ratio(sum), r.goodput/best, 100*p2,
 						float64(r.statsA.ReorderMaxBytes)/1e3, ceiling/1e3, r.stalled.Round(time.Millisecond))
+					if used := float64(r.statsA.ReorderMaxBytes); used > ceiling {
+						t.Errorf("%s: the receiver held %.0f kB out of order, more than 2 x sum x RTT_max = %.0f kB", name, used/1e3, ceiling/1e3)
+					}
 					if !floorsChecked {
 						continue
 					}
