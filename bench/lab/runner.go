@@ -561,7 +561,8 @@ func (r *runner) ensureTopo(ctx context.Context, topo Topo) error {
 
 // warmup fetches a small page over every path with kernel TCP, unmeasured, so that
 // no measurement pays for a fresh lab's neighbour discovery (a first SYN lost there
-// costs a 1 s retransmission timeout).
+// costs a 1 s retransmission timeout). A path that loses 30% of its packets over a
+// 600 ms RTT (the rtt-queue table) can need longer than one 10 s try: three tries.
 func (r *runner) warmup(ctx context.Context) error {
 	f, err := r.fileOf(1000)
 	if err != nil {
@@ -571,7 +572,13 @@ func (r *runner) warmup(ctx context.Context) error {
 		_, a, _ := r.lab.ClientPath(i)
 		args := []string{"netns", "exec", r.lab.ClientNS(), "curl", "-sS", "--fail", "-o", "/dev/null", "--max-time", "10",
 			"--interface", a.String(), r.apache.URL(f.name)}
-		if err := runCmd(ctx, "ip", args...); err != nil {
+		var err error
+		for try := 0; try < 3; try++ {
+			if err = runCmd(ctx, "ip", args...); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("lab: path %d does not carry a kernel TCP download: %w", i, err)
 		}
 	}
