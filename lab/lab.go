@@ -62,6 +62,10 @@ type Config struct {
 	LogDir    string     // relay logs, default /run/mpath/<prefix>
 	// RelayArgs are extra flags for every relay (e.g. "--debug").
 	RelayArgs []string
+	// Queue is the bottleneck queue of every rate-limited path, as time at the path's
+	// rate (tbf latency): 5ms is a short queue as an AQM keeps it, 200ms a long one;
+	// default 50ms.
+	Queue time.Duration
 }
 
 // RelayMetricsPort is the port every relay serves Prometheus metrics on, on all of its
@@ -306,8 +310,9 @@ func ipBatch(ctx context.Context, ns string, lines []string) error {
 }
 
 // tbfArgs returns the tc arguments of a tbf qdisc for rate: a burst of 10 ms at the
-// rate (at least 16 KB, enough for the timer granularity) and 50 ms of queue.
-func tbfArgs(rate string) ([]string, error) {
+// rate (at least 16 KB, enough for the timer granularity) and queue (default 50 ms) of
+// queue.
+func tbfArgs(rate string, queue time.Duration) ([]string, error) {
 	bps, err := parseRate(rate)
 	if err != nil {
 		return nil, err
@@ -316,7 +321,10 @@ func tbfArgs(rate string) ([]string, error) {
 	if burst < 16<<10 {
 		burst = 16 << 10
 	}
-	return []string{"rate", rate, "burst", strconv.FormatInt(burst, 10), "latency", "50ms"}, nil
+	if queue <= 0 {
+		queue = 50 * time.Millisecond
+	}
+	return []string{"rate", rate, "burst", strconv.FormatInt(burst, 10), "latency", queue.String()}, nil
 }
 
 // parseRate reads tc rate units into bits per second (same units as relay.ParseRate,
@@ -456,7 +464,7 @@ func (l *Lab) build(ctx context.Context) error {
 			}
 		}
 		if rate := l.cfg.Paths[i-1].Rate; rate != "" {
-			tbf, err := tbfArgs(rate)
+			tbf, err := tbfArgs(rate, l.cfg.Queue)
 			if err != nil {
 				return err
 			}

@@ -20,7 +20,13 @@ import (
 //
 //	arrival(cand) <= arrival(best) + backlog/rate(paths earlier than cand)
 //
-// PickBacklog takes the backlog from the engine; Pick, which does not know it, assumes
+// PickBacklog takes the backlog from the engine: the flow's data still to send, which
+// for a bulk sender (an application pressing on a full send buffer) is what the peer's
+// window lets into flight, so a long path with spare window is used whenever it
+// finishes the data sooner, however long its delay (issue 13: counting only the few
+// windows the send buffer held left a path 150 ms longer idle); near the end of a flow
+// it is the exact remainder, and the last segments wait for the fast path. Pick, which
+// does not know it, assumes
 // one congestion window of the better paths is waiting (a bulk sender keeps at least
 // that much queued), so a slower path is used when its extra delay is within about one
 // RTT of the better paths. The allowance is at least an eighth of the best arrival
@@ -29,7 +35,11 @@ import (
 //
 // Paths without an RTT sample get one segment at a time while they have room (so they
 // get measured) and are otherwise ignored; when no path is measured yet, segments go
-// to the least loaded path with room.
+// to the least loaded path with room. A measured path that sits idle because its
+// estimate prices it out, though its propagation delay alone would pass the rule, also
+// gets one segment at a time (idleProbe): an idle path's estimates never change, and a
+// rate from one probe segment or a window cut by one timeout would otherwise keep it
+// idle for the rest of the flow.
 //
 // Not safe for concurrent use; the zero value is ready.
 type Auto struct {
@@ -126,8 +136,34 @@ func (a *Auto) PickBacklog(now time.Time, paths []Path, size, backlog int) int {
 		a.counts.Picks++
 		return cand
 	}
+	// An idle path that the rule leaves out may be priced out by what it measured
+	// long ago or from too little (a single probe segment's delivery rate, a window cut
+	// by a timeout): with nothing in flight its estimates never change. When its
+	// propagation delay alone would have qualified it, it gets one segment at a time, so
+	// it is measured again rather than left idle for good.
+	if i := idleProbe(now, paths, size, at, best, at[best]+slack); i >= 0 {
+		a.counts.Probes++
+		a.counts.Picks++
+		return i
+	}
 	a.counts.Waits++
 	return -1
+}
+
+// idleProbe returns the sendable path with nothing in flight, other than best, whose
+// one-way propagation delay (MinRTT/2) is within limit seconds (the shortest such), or -1.
+func idleProbe(now time.Time, paths []Path, size int, at []float64, best int, limit float64) int {
+	pick := -1
+	for i := range paths {
+		p := &paths[i]
+		if i == best || math.IsInf(at[i], 1) || p.InFlight > 0 || !p.Sendable(now, size) {
+			continue
+		}
+		if d := p.MinRTT.Seconds() / 2; d > 0 && d <= limit && (pick < 0 || p.MinRTT < paths[pick].MinRTT) {
+			pick = i
+		}
+	}
+	return pick
 }
 
 // unmeasured picks when no up path has an RTT sample: the least loaded path that can

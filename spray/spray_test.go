@@ -445,3 +445,37 @@ func TestWeightedCounts(t *testing.T) {
 		t.Fatalf("counts %+v, want 3 picks 2 waits", c)
 	}
 }
+
+// TestAutoIdleProbe: issue 13. A long path (RTT 300 ms) whose only sample was one probe
+// segment (a delivery rate of 9 kB/s) looks far too slow for the rule, yet its delay
+// alone would pass it: while idle it gets one segment at a time; with a segment in
+// flight it waits; with a delay that could not pass even at any rate it stays idle;
+// and with an open-ended backlog (the application presses) the rule itself takes it.
+func TestAutoIdleProbe(t *testing.T) {
+	fast := full(mk("fast", 1.19e6, 10*time.Millisecond))
+	long := mk("long", 9e3, 300*time.Millisecond)
+	long.MinRTT = 150 * time.Millisecond // ACKs come back over the fast path
+	far := long
+	far.MinRTT, far.SRTT = 1200*time.Millisecond, 1200*time.Millisecond
+	busy := long
+	busy.InFlight = mss
+	cases := []struct {
+		name    string
+		paths   []Path
+		backlog int
+		want    int
+		probes  uint64
+	}{
+		{"idle long path probed", []Path{fast, long}, 256 << 10, 1, 1},
+		{"one probe at a time", []Path{fast, busy}, 256 << 10, -1, 0},
+		{"too far to ever pay off", []Path{fast, far}, 256 << 10, -1, 0},
+		{"last segment waits", []Path{fast, long}, 0, -1, 0},
+		{"open-ended backlog", []Path{fast, busy}, 16 << 20, 1, 0},
+	}
+	for _, tc := range cases {
+		a := NewAuto()
+		if got := a.PickBacklog(t0, tc.paths, mss, tc.backlog); got != tc.want || a.Counts().Probes != tc.probes {
+			t.Errorf("%s: picked %d (%d probes), want %d (%d probes)", tc.name, got, a.Counts().Probes, tc.want, tc.probes)
+		}
+	}
+}

@@ -25,8 +25,12 @@ type sendBuffer struct {
 	limit  int  // Write blocks while n >= limit
 	soft   int  // ... or while n >= soft: the loop's running allowance (see setSoft)
 	closed bool // no more writes (CloseWrite, Close or reset)
-	err    error
-	space  chan struct{} // capacity 1: signalled when bytes were consumed or closed
+	// pressed: a write found no room for all it had (the application has more to send
+	// than the buffer shows; Linux's SOCK_NOSPACE). Cleared by a write that fit and
+	// left the buffer under half full (the application no longer keeps it full).
+	pressed bool
+	err     error
+	space   chan struct{} // capacity 1: signalled when bytes were consumed or closed
 
 	scratch  [4][]byte // loop-owned: copies of ranges that wrap
 	scratchI int
@@ -73,6 +77,11 @@ func (b *sendBuffer) write(p []byte) (int, error) {
 		return 0, errWriteClosed
 	}
 	room := min(b.limit, b.soft) - b.n
+	if len(p) > room {
+		b.pressed = true
+	} else if 2*(b.n+len(p)) < min(b.limit, b.soft) {
+		b.pressed = false
+	}
 	if room <= 0 {
 		return 0, nil
 	}
@@ -103,6 +112,15 @@ func (b *sendBuffer) grow(need int) {
 		copy(ring[k:], b.ring[:b.n-k])
 	}
 	b.ring, b.start = ring, 0
+}
+
+// lengthPressed is length and whether the application's last write did not fit: it
+// has more to send than the buffer shows (one lock for both, on the output path).
+func (b *sendBuffer) lengthPressed() (int, bool) {
+	b.mu.Lock()
+	n, pressed := b.n, b.pressed && !b.closed
+	b.mu.Unlock()
+	return n, pressed
 }
 
 // length is the number of bytes held (unacked plus unsent).

@@ -424,7 +424,13 @@ func (p *pathState) boundInflight() {
 		if p.inflightHi > 0 {
 			base = min(base, p.inflightHi)
 		}
-		p.inflightHi = max(base*7/10, p.minCwnd())
+		// Never below one bandwidth-delay product: that much in flight fills the pipe
+		// without queueing, so what overflowed was the excess. Without this floor a
+		// short bottleneck queue (a few milliseconds, as AQM keeps it) ratchets a
+		// long-RTT path's ceiling down at every probe: each probe-up loses a few
+		// packets and takes 30%, while the ceiling grows back by at most 32 segments a
+		// round (BBRv2 floors it likewise, at its target in flight).
+		p.inflightHi = max(base*7/10, int(p.bdp()), p.minCwnd())
 		p.lossFreeRounds = 0
 		return
 	}

@@ -57,9 +57,12 @@ type Topo struct {
 	Paths int
 	Delay []time.Duration // one-way, per path (nil: none)
 	Loss  []float64       // fraction per path and direction (nil: none)
+	// Queue is the bottleneck (tbf) queue of every rate-limited path as time at its rate
+	// (0: the runner's default, 100 ms at the rate and at least 32 KB).
+	Queue time.Duration
 }
 
-func (t Topo) key() string { return fmt.Sprintf("%d %v %v", t.Paths, t.Delay, t.Loss) }
+func (t Topo) key() string { return fmt.Sprintf("%d %v %v %v", t.Paths, t.Delay, t.Loss, t.Queue) }
 
 func (t Topo) delay(i int) time.Duration {
 	if i < len(t.Delay) {

@@ -561,7 +561,8 @@ func (r *runner) ensureTopo(ctx context.Context, topo Topo) error {
 
 // warmup fetches a small page over every path with kernel TCP, unmeasured, so that
 // no measurement pays for a fresh lab's neighbour discovery (a first SYN lost there
-// costs a 1 s retransmission timeout).
+// costs a 1 s retransmission timeout). A path that loses 30% of its packets over a
+// 600 ms RTT (the rtt-queue table) can need longer than one 10 s try: three tries.
 func (r *runner) warmup(ctx context.Context) error {
 	f, err := r.fileOf(1000)
 	if err != nil {
@@ -571,7 +572,13 @@ func (r *runner) warmup(ctx context.Context) error {
 		_, a, _ := r.lab.ClientPath(i)
 		args := []string{"netns", "exec", r.lab.ClientNS(), "curl", "-sS", "--fail", "-o", "/dev/null", "--max-time", "10",
 			"--interface", a.String(), r.apache.URL(f.name)}
-		if err := runCmd(ctx, "ip", args...); err != nil {
+		var err error
+		for try := 0; try < 3; try++ {
+			if err = runCmd(ctx, "ip", args...); err == nil || ctx.Err() != nil {
+				break
+			}
+		}
+		if err != nil {
 			return fmt.Errorf("lab: path %d does not carry a kernel TCP download: %w", i, err)
 		}
 	}
@@ -630,7 +637,7 @@ func (r *runner) setRates(ctx context.Context, rates []int64) error {
 				_ = runCmd(ctx, "tc", "-n", nd[0], "qdisc", "del", "dev", nd[1], "root")
 				continue
 			}
-			args := append([]string{"-n", nd[0], "qdisc", "replace", "dev", nd[1], "root", "tbf"}, tbfArgs(rate)...)
+			args := append([]string{"-n", nd[0], "qdisc", "replace", "dev", nd[1], "root", "tbf"}, tbfArgs(rate, r.topo.Queue)...)
 			if err := runCmd(ctx, "tc", args...); err != nil {
 				return fmt.Errorf("set rate: %w", err)
 			}
@@ -645,9 +652,14 @@ func (r *runner) setRates(ctx context.Context, rates []int64) error {
 // 20% of a 4 s transfer), and a queue of 100 ms at the rate on top of the bucket, at
 // least 32 KB (about 22 full packets: the thesis's htb had a 1000-packet queue, and a
 // few packets of queue at 20-50 kB/s turn every slow-start overshoot into timeouts).
-func tbfArgs(rate int64) []string {
+// queue > 0 sets the queue instead, as time at the rate, with no floor (a short queue
+// as an AQM keeps it, or a long one).
+func tbfArgs(rate int64, queue time.Duration) []string {
 	burst := max(rate/100, 4096)
 	limit := max(rate/10+burst, 32768)
+	if queue > 0 {
+		limit = int64(float64(rate)*queue.Seconds()) + burst
+	}
 	return []string{"rate", strconv.FormatInt(rate*8, 10) + "bit", "burst", strconv.FormatInt(burst, 10),
 		"limit", strconv.FormatInt(limit, 10)}
 }

@@ -29,7 +29,7 @@ var scenarios = []scenario{
 	{"weights", "tables 4.12, 4.14 (and 5.4): path 1 slow, the others a 100 Mbit/s LAN, weight ratios 1:k", buildWeights},
 	{"firstvar", "tables 4.20, 4.22: path 1 variable, the others 100 kB/s, weight ratios 1:k", buildFirstVar},
 	{"buffer", "table 4.24: reorder buffer (receive window) size swept, one path; and three paths", buildBuffer},
-	{"rtt", "beyond the thesis: two equal paths with different RTTs", buildRTT},
+	{"rtt", "beyond the thesis: two equal paths with different RTTs; long RTT differences with short and long bottleneck queues (issue 13)", buildRTT},
 	{"loss", "beyond the thesis: three equal paths with random loss", buildLoss},
 	{"proxy", "the proxy issue's figures: aggregate through the SOCKS front vs MPTCP vs best single path; time to first byte", buildProxy},
 	{"transport", "the transport issue's figures: direct mode download and upload; engine vs kernel TCP on an unlimited path, CPU per GB", buildTransport},
@@ -266,7 +266,49 @@ func buildRTT(q bool) []*Table {
 		addCell(t, topo, &Cell{Row: row, Col: col, X: float64(2 * d2), Series: col, Nodes: 2, Rates: repeatRate(2, mbit10)},
 			mpathAuto, mptcp, kernelOn(1, sysSingle))
 	}
-	return []*Table{t}
+	return []*Table{t, rttQueueTable(q)}
+}
+
+// rttQueues are the bottleneck queues of the long-RTT table: short as an AQM keeps it
+// (tbf latency 5 ms) and long (200 ms).
+var rttQueues = []struct {
+	col string
+	q   time.Duration
+}{{"short queue (5 ms)", 5 * time.Millisecond}, {"long queue (200 ms)", 200 * time.Millisecond}}
+
+// rttQueueTable: issue 13's rows, RTT differences of 150 ms and more (10/160, 10/300,
+// 10/600 ms), with the long path also losing 30% of its packets, each with a short and
+// a long bottleneck queue.
+func rttQueueTable(q bool) *Table {
+	t := &Table{ID: "rtt-queue", Scenario: "rtt", Chart: "bars", RowHead: "RTTs",
+		Title:   "Two 10 Mbit/s paths, long RTT differences, short and long bottleneck queues (beyond the thesis)",
+		Systems: []string{sysMpath, sysMPTCP, sysSingle},
+		Note: "RTT = twice the one-way delay each relay adds; the queue is the tbf limit on both paths as time at " +
+			"the path's rate; loss is per packet and direction on path 2, added by its relay; best single path: " +
+			"kernel TCP over path 1 (the short RTT)."}
+	for _, qc := range pick(q, rttQueues, rttQueues[0]) {
+		t.Cols = append(t.Cols, qc.col)
+	}
+	type rc struct {
+		d2   int // path 2's one-way delay, ms
+		loss float64
+	}
+	rows := pick(q, []rc{{80, 0}, {150, 0}, {300, 0}, {80, 0.3}, {150, 0.3}, {300, 0.3}}, rc{150, 0})
+	for i, r := range rows {
+		row := fmt.Sprintf("%d / %d ms", 10, 2*r.d2)
+		var loss []float64
+		if r.loss > 0 {
+			row += fmt.Sprintf(", path 2 loses %.0f%%", 100*r.loss)
+			loss = []float64{0, r.loss}
+		}
+		t.Rows = append(t.Rows, row)
+		for _, qc := range pick(q, rttQueues, rttQueues[0]) {
+			topo := Topo{Paths: 2, Delay: []time.Duration{5 * time.Millisecond, time.Duration(r.d2) * time.Millisecond}, Loss: loss, Queue: qc.q}
+			addCell(t, topo, &Cell{Row: row, Col: qc.col, X: float64(i), Series: qc.col, Nodes: 2, Rates: repeatRate(2, mbit10)},
+				mpathAuto, mptcp, kernelOn(1, sysSingle))
+		}
+	}
+	return t
 }
 
 func buildLoss(q bool) []*Table {

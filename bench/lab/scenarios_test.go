@@ -67,7 +67,7 @@ func TestThesisFiguresInCells(t *testing.T) {
 func TestTableShapes(t *testing.T) {
 	m := tablesOf(t, false, "all")
 	want := map[string]int{"4.4/4.6": 7, "4.8": 35, "4.12": 49, "4.14": 42, "4.20": 49, "4.22": 42, "4.24": 49,
-		"4.24x3": 21, "rtt": 4, "loss": 4, "proxy": 3, "ttfb": 1, "direct": 2, "unlimited": 1}
+		"4.24x3": 21, "rtt": 4, "rtt-queue": 12, "loss": 4, "proxy": 3, "ttfb": 1, "direct": 2, "unlimited": 1}
 	for id, n := range want {
 		tb := m[id]
 		if tb == nil {
@@ -123,6 +123,14 @@ func TestTableShapes(t *testing.T) {
 	if c := m["rtt"].cell("10 / 80 ms", "2 x 10 Mbit/s"); c.topo.delay(0) != 5*time.Millisecond || c.topo.delay(1) != 40*time.Millisecond {
 		t.Errorf("rtt 10/80: delays %v", c.topo.Delay)
 	}
+	// Issue 13's rows: the long path's delay, its loss, and the column's queue.
+	if c := m["rtt-queue"].cell("10 / 300 ms, path 2 loses 30%", "short queue (5 ms)"); c.topo.delay(1) != 150*time.Millisecond ||
+		c.topo.loss(1) != 0.3 || c.topo.loss(0) != 0 || c.topo.Queue != 5*time.Millisecond {
+		t.Errorf("rtt-queue 10/300 30%%, short queue: topo %+v", c.topo)
+	}
+	if c := m["rtt-queue"].cell("10 / 600 ms", "long queue (200 ms)"); c.topo.delay(1) != 300*time.Millisecond || c.topo.Queue != 200*time.Millisecond {
+		t.Errorf("rtt-queue 10/600, long queue: topo %+v", c.topo)
+	}
 }
 
 func TestQuickIsSmall(t *testing.T) {
@@ -150,7 +158,7 @@ func TestOptionsErrors(t *testing.T) {
 		}
 	}
 	ts, err := Tables(Options{Scenarios: []string{"rates", "all", "rates"}, Bin: "/bin/true"})
-	if err != nil || len(ts) != 14 {
+	if err != nil || len(ts) != 15 {
 		t.Errorf("rates,all,rates: %d tables, %v", len(ts), err)
 	}
 	if !strings.Contains(ScenarioHelp(), "4.12") || len(ScenarioNames()) != 8 {
@@ -211,13 +219,18 @@ func TestExpectedRateAndSizes(t *testing.T) {
 }
 
 func TestTBFArgs(t *testing.T) {
-	got := strings.Join(tbfArgs(20_000), " ")
+	got := strings.Join(tbfArgs(20_000, 0), " ")
 	if got != "rate 160000bit burst 4096 limit 32768" {
 		t.Errorf("20 kB/s: %s", got)
 	}
-	got = strings.Join(tbfArgs(lanRate), " ")
+	got = strings.Join(tbfArgs(lanRate, 0), " ")
 	if got != "rate 100000000bit burst 125000 limit 1375000" {
 		t.Errorf("100 Mbit/s: %s", got)
+	}
+	// A queue of 5 ms at 10 Mbit/s: 6250 bytes on top of the 12500-byte bucket.
+	got = strings.Join(tbfArgs(mbit10, 5*time.Millisecond), " ")
+	if got != "rate 10000000bit burst 12500 limit 18750" {
+		t.Errorf("10 Mbit/s, 5 ms queue: %s", got)
 	}
 }
 
