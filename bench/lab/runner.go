@@ -174,6 +174,13 @@ type runner struct {
 	where map[string]string // cache key -> the cell that measured it
 }
 
+// requiredTools are the programs a sweep runs, with the Debian package of each (on
+// Debian mptcpize is its own package: mptcpd does not contain it).
+var requiredTools = []struct{ name, pkg string }{
+	{"ip", "iproute2"}, {"tc", "iproute2"}, {"ethtool", "ethtool"}, {"sysctl", "procps"},
+	{"curl", "curl"}, {"mptcpize", "mptcpize"},
+}
+
 // Run builds each scenario's lab, measures every table, writes the outputs to
 // opt.Out after each table and tears everything down, also when ctx ends (Ctrl-C).
 // It needs root. A failed measurement does not stop the sweep; Run then returns the
@@ -185,9 +192,9 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("bench lab: needs root (network namespaces, tc, nftables, raw sockets)")
 	}
-	for _, tool := range []string{"ip", "tc", "ethtool", "sysctl", "curl", "mptcpize"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("bench lab: %s not installed (apt-get install iproute2 ethtool procps curl mptcpd)", tool)
+	for _, tool := range requiredTools {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			return nil, fmt.Errorf("bench lab: %s not installed: apt-get install %s (make deps installs everything)", tool.name, tool.pkg)
 		}
 	}
 	if _, err := lab.ApacheBinary(); err != nil {
