@@ -16,7 +16,7 @@ GOFILES := $(shell git ls-files '*.go' 2>/dev/null)
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps test unit fmt-check vet demo clean install uninstall check-units
+.PHONY: all build deps print-debs test unit fmt-check vet demo clean install uninstall check-units
 
 all: build
 
@@ -30,6 +30,9 @@ deps:
 		echo "installing:$$missing"; \
 		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
 	fi
+
+print-debs:
+	@echo $(DEBS)
 
 fmt-check:
 	@out=$$(gofmt -l $(GOFILES)); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi

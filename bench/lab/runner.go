@@ -33,6 +33,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"mpath/bench"
 	"mpath/lab"
 )
 
@@ -153,6 +154,7 @@ func Tables(o Options) ([]*Table, error) {
 type runner struct {
 	opt     Options
 	out     io.Writer
+	sweep   *bench.SweepProgress // cell k of N on opt.Stdout
 	log     *zap.Logger
 	res     *Results
 	work    string // temp dir: the key, node logs of failed starts
@@ -206,6 +208,12 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	}
 	r := &runner{opt: opt, out: opt.Stdout, log: opt.Logger, files: map[int64]*file{},
 		cache: map[string]*Outcome{}, where: map[string]string{}}
+	total := 0
+	for _, t := range tables {
+		total += len(schedule(t))
+	}
+	r.sweep = bench.NewSweepProgress(r.out, total, time.Now)
+	defer r.sweep.Finish()
 	r.res = &Results{Command: opt.Command, Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(),
 		Kernel: kernelRelease(), LoadStart: loadavg(), Quick: opt.Quick, Seconds: opt.Seconds, Repeat: opt.Repeat}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
@@ -248,7 +256,8 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	return r.res, nil
 }
 
-func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
+// printf writes the sweep's output (above the progress bar on a terminal).
+func (r *runner) printf(format string, a ...any) { r.sweep.Printf(format, a...) }
 
 // runTable measures every cell of t. Cells are visited so that mpath nodes are restarted
 // as rarely as possible: grouped by topology, then by node configuration.
@@ -267,12 +276,14 @@ func (r *runner) runTable(ctx context.Context, t *Table) error {
 			return ctx.Err()
 		}
 		j.c.Runs[j.m.System] = run
+		r.sweep.Done()
 	}
 	t.Seconds = time.Since(start).Seconds()
 	t.LoadTo = load1()
 	t.Findings = findings(t)
-	r.printf("\n")
-	renderTable(r.out, t)
+	var b strings.Builder
+	renderTable(&b, t)
+	r.printf("\n%s", b.String())
 	return nil
 }
 
@@ -447,6 +458,9 @@ func median(runs []*Outcome) *Outcome {
 
 func (r *runner) progress(t *Table, c *Cell, run *Outcome) {
 	var b strings.Builder
+	if !r.sweep.Drawn() {
+		fmt.Fprintf(&b, "[%s] ", r.sweep.Status())
+	}
 	fmt.Fprintf(&b, "  %-8s %-34s %-18s", t.ID, cellName(t, c), run.System)
 	switch {
 	case run.Err != "":
