@@ -19,11 +19,13 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -359,6 +361,32 @@ func TestServiceUnprivileged(t *testing.T) {
 	exit.waitLog(t, "exit ready", readyTimeout)
 	waitReady(t, notify["exit"], exit.cmd.Process.Pid)
 	checkCreds(t, "exit", exit.cmd.Process.Pid, units["exit"])
+
+	// A client with another key is refused, as the README's troubleshooting says: SOCKS
+	// reply 02, "exit rejected authentication" in its log, reason bad_mac at the exit.
+	wrong := writeSecret(t, dir, "psk-wrong")
+	if err := os.Chown(wrong, serviceUID, serviceUID); err != nil {
+		t.Fatal(err)
+	}
+	wrongArgs := slices.Clone(clientArgs)
+	wrongArgs[slices.Index(wrongArgs, psk)] = wrong
+	bad := startProc(t, l.ClientNS(), "client-wrong-key", append([]string{wrap["client"]}, wrongArgs...)...)
+	bad.waitLog(t, "client ready", readyTimeout)
+	var se *socksError
+	if c, err := socksDial(l.ClientNS(), socksAddr, "", "", xa+":80", 15*time.Second); !errors.As(err, &se) || se.code != 2 {
+		if c != nil {
+			c.Close()
+		}
+		t.Fatalf("client with the wrong key: %v, want SOCKS reply 02 (not allowed)", err)
+	}
+	bad.waitLog(t, "exit rejected authentication", readyTimeout)
+	if ended, err := bad.stop(syscall.SIGTERM, 10*time.Second); !ended || err != nil {
+		t.Fatalf("client with the wrong key on SIGTERM: ended %v, %v", ended, err)
+	}
+	if n := metric(labtest.ParseMetrics(labtest.Get(t, l.ExitNS(), "127.0.0.1:9465", "/metrics")), "mpath_exit_refused_total", `reason="bad_mac"`); n < 1 {
+		t.Errorf("exit: mpath_exit_refused_total{reason=\"bad_mac\"} = %v after a wrong key", n)
+	}
+
 	client := startProc(t, l.ClientNS(), "client", append([]string{wrap["client"]}, clientArgs...)...)
 	client.waitLog(t, "client ready", readyTimeout)
 	waitReady(t, notify["client"], client.cmd.Process.Pid)
@@ -384,6 +412,30 @@ func TestServiceUnprivileged(t *testing.T) {
 		fwd := metric(labtest.RelayMetrics(t, l, i), "mpath_relay_forwarded_packets_total")
 		if fwd == 0 {
 			t.Errorf("relay %d forwarded nothing: the download did not use every path", i)
+		}
+	}
+
+	// The Grafana dashboard reads only metric families the roles serve (on their default
+	// loopback ports: nothing in the units or configs sets --metrics).
+	served := map[string]bool{}
+	for _, text := range []string{labtest.Get(t, l.ClientNS(), "127.0.0.1:9464", "/metrics"),
+		labtest.Get(t, l.ExitNS(), "127.0.0.1:9465", "/metrics"), labtest.Get(t, l.RelayNS(1), l.RelayMetricsAddr(1), "/metrics")} {
+		for name := range labtest.ParseMetrics(text) {
+			family, _, _ := strings.Cut(name, "{")
+			served[family] = true
+		}
+	}
+	dash, err := os.ReadFile(filepath.Join("..", "..", "contrib", "grafana", "mpath.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := regexp.MustCompile(`\b(?:mpath|go|process)_[a-z_]+`).FindAllString(string(dash), -1)
+	if len(used) < 20 {
+		t.Fatalf("dashboard: %d metric references, want the dashboard's queries", len(used))
+	}
+	for _, m := range used {
+		if !served[m] && !strings.HasSuffix(m, "_") {
+			t.Errorf("contrib/grafana/mpath.json queries %s, which no role serves", m)
 		}
 	}
 
