@@ -16,12 +16,17 @@ GOFILES := $(shell git ls-files '*.go' 2>/dev/null)
 
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: all build deps print-debs test unit fmt-check vet demo clean install uninstall check-units
+.PHONY: all build build-slim deps print-debs test unit fmt-check vet demo clean install uninstall check-units
 
 all: build
 
 build:
 	$(GO) build -o $(BIN) ./cmd/mpath
+
+# build-slim: the binary relays and routers run: client, exit, relay, status, genkey and
+# version, without bench, lab and demo (build tag slim) and without symbols.
+build-slim:
+	$(GO) build -tags slim -ldflags='-s -w' -o bin/mpath-slim ./cmd/mpath
 
 # deps installs whatever Debian packages are missing (needs root and apt).
 deps:
@@ -48,8 +53,10 @@ test: deps fmt-check vet build
 # install: the binary, the systemd units (ExecStart pointed at $(PREFIX)/bin), example
 # configurations in $(CONFDIR) (an existing file is never overwritten) and the docs.
 # Then: mpath genkey $(CONFDIR)/psk; edit $(CONFDIR)/ROLE.conf; systemctl enable --now mpath-ROLE.
-install: build
-	install -D -m 0755 $(BIN) $(DESTDIR)$(PREFIX)/bin/mpath
+# make install SLIM=1 installs the slim binary (no bench, lab, demo) instead.
+INSTALL_BIN = $(if $(SLIM),bin/mpath-slim,$(BIN))
+install: $(if $(SLIM),build-slim,build)
+	install -D -m 0755 $(INSTALL_BIN) $(DESTDIR)$(PREFIX)/bin/mpath
 	install -d -m 0755 $(DESTDIR)$(UNITDIR) $(DESTDIR)$(PREFIX)/share/doc/mpath
 	for u in contrib/systemd/*.service; do \
 		sed -e 's|/usr/local/bin/mpath|$(PREFIX)/bin/mpath|g' \
