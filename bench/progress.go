@@ -1,7 +1,10 @@
 package bench
 
 import (
+	"fmt"
+	"io"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -58,5 +61,127 @@ func (p *Progress) Finish() {
 	if p != nil {
 		p.bar.Finish()
 		p.bar.Exit()
+	}
+}
+
+// SweepProgress reports how far a long run of measurements (a lab sweep) has got:
+// "cell k of N", the time elapsed and an estimate of the time left (the mean time per
+// finished cell so far, times the cells left). On a terminal it keeps a bar on the last
+// line, redrawn after each cell, with the run's own output scrolling above it; anywhere
+// else (a pipe, a log file) it draws nothing and Status is meant to prefix the run's
+// plain lines. Its methods are safe for concurrent use; a nil *SweepProgress does
+// nothing and its Status is "".
+type SweepProgress struct {
+	mu    sync.Mutex // guards the fields below and the writes to w
+	w     io.Writer
+	bar   *progressbar.ProgressBar // nil: plain lines
+	total int
+	done  int
+	start time.Time
+	now   func() time.Time
+}
+
+// NewSweepProgress starts counting total cells at now(). The bar is drawn when w is a
+// terminal (*os.File); now is time.Now outside tests.
+func NewSweepProgress(w io.Writer, total int, now func() time.Time) *SweepProgress {
+	p := &SweepProgress{w: w, total: total, now: now, start: now()}
+	if f, ok := w.(*os.File); ok && IsTerminal(f) {
+		p.bar = progressbar.NewOptions(total,
+			progressbar.OptionSetWriter(f),
+			progressbar.OptionSetWidth(30),
+			progressbar.OptionSetDescription(p.statusLocked()),
+			progressbar.OptionShowDescriptionAtLineEnd(),
+			progressbar.OptionSetRenderBlankState(true),
+			progressbar.OptionSetPredictTime(false),
+			progressbar.OptionThrottle(0),
+			progressbar.OptionSetSpinnerChangeInterval(0),
+		)
+	}
+	return p
+}
+
+// Printf writes the run's own output; on a terminal the bar is lifted out of the way
+// and drawn again below it.
+func (p *SweepProgress) Printf(format string, a ...any) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.bar == nil {
+		fmt.Fprintf(p.w, format, a...)
+		return
+	}
+	p.bar.Clear()
+	fmt.Fprintf(p.w, format, a...)
+	p.bar.RenderBlank()
+}
+
+// Done counts one finished cell.
+func (p *SweepProgress) Done() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.done++
+	if p.bar != nil {
+		p.bar.Describe(p.statusLocked())
+		p.bar.Add(1)
+	}
+}
+
+// Status reads "cell k of N, 3m12s elapsed, about 10m left", k being the cell now
+// running (the one after the last Done).
+func (p *SweepProgress) Status() string {
+	if p == nil {
+		return ""
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.statusLocked()
+}
+
+func (p *SweepProgress) statusLocked() string {
+	elapsed := p.now().Sub(p.start)
+	k := min(p.done+1, p.total)
+	s := fmt.Sprintf("cell %d of %d, %s elapsed", k, p.total, roundDuration(elapsed))
+	if p.done > 0 && p.done < p.total {
+		left := elapsed / time.Duration(p.done) * time.Duration(p.total-p.done)
+		s += ", about " + roundDuration(left) + " left"
+	}
+	return s
+}
+
+// Drawn reports whether the progress is drawn as a bar (on a terminal), so the run's
+// lines need no Status of their own.
+func (p *SweepProgress) Drawn() bool { return p != nil && p.bar != nil }
+
+// Finish removes the bar from the terminal.
+func (p *SweepProgress) Finish() {
+	if p == nil || p.bar == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.bar.Clear()
+	p.bar.Exit()
+}
+
+// roundDuration prints d to the second below ten minutes and to the minute above
+// ("4m07s", "1h12m").
+func roundDuration(d time.Duration) string {
+	switch {
+	case d < time.Minute:
+		return fmt.Sprintf("%ds", int(d.Round(time.Second).Seconds()))
+	case d < 10*time.Minute:
+		d = d.Round(time.Second)
+		return fmt.Sprintf("%dm%02ds", int(d/time.Minute), int(d%time.Minute/time.Second))
+	default:
+		d = d.Round(time.Minute)
+		if d < time.Hour {
+			return fmt.Sprintf("%dm", int(d/time.Minute))
+		}
+		return fmt.Sprintf("%dh%02dm", int(d/time.Hour), int(d%time.Hour/time.Minute))
 	}
 }

@@ -1,6 +1,7 @@
 package benchlab
 
-// PNG charts in the thesis's shapes, drawn with gonum/plot:
+// Charts in the thesis's shapes, drawn with gonum/plot, each as PNG (embedded in
+// report.md) and SVG beside it (same name, .svg: scalable, for papers and slides):
 //
 //	"lines" tables (4.8, 4.12, ...): one panel per system (the thesis first, then mpath,
 //	  MPTCP, ...), side by side on the same y axis; x = the table's variable (nodes,
@@ -8,10 +9,14 @@ package benchlab
 //	  and the fraction of the sum of the path rates.
 //	"bars" tables (RTT, loss, proxy, ...): one group of bars per cell, one bar per system,
 //	  the sum of the path rates as the last bar.
+//
+// Every chart keeps its legend in a margin right of the data (inside a panel it hides
+// lines and bars) and labels 5-10 ticks on the y axis.
 
 import (
 	"fmt"
 	"image/color"
+	"io"
 	"math"
 	"os"
 	"path/filepath"
@@ -24,6 +29,7 @@ import (
 	"gonum.org/v1/plot/vg"
 	"gonum.org/v1/plot/vg/draw"
 	"gonum.org/v1/plot/vg/vgimg"
+	"gonum.org/v1/plot/vg/vgsvg"
 )
 
 // chartBase is the file name stem for a table's charts: "table-4.8", "table-4.4-4.6".
@@ -32,7 +38,8 @@ func chartBase(t *Table) string {
 	return "table-" + r.Replace(t.ID)
 }
 
-// writeCharts draws t's charts into dir and returns the file names.
+// writeCharts draws t's charts into dir and returns the PNG file names (each has an SVG
+// twin: the same name ending in .svg).
 func writeCharts(dir string, t *Table) ([]string, error) {
 	switch t.Chart {
 	case "lines":
@@ -124,6 +131,7 @@ func linesChart(dir string, t *Table, fraction bool) (string, error) {
 		if fraction {
 			p.Y.Label.Text = "fraction of the sum of the path rates"
 			p.Y.Min, p.Y.Max = 0, math.Max(1.1, hi*1.05)
+			p.Y.Tick.Marker = linearTicks{}
 		} else {
 			p.Y.Label.Text = "kB/s"
 			p.Y.Scale = plot.LogScale{}
@@ -151,36 +159,53 @@ func linesChart(dir string, t *Table, fraction bool) (string, error) {
 		}
 		plots[j] = p
 	}
-	name := chartBase(t) + ".png"
+	base := chartBase(t)
 	title := fmt.Sprintf("Table %s: %s, kB/s", t.ID, t.Title)
 	if fraction {
-		name = chartBase(t) + "-fraction.png"
+		base = chartBase(t) + "-fraction"
 		title = fmt.Sprintf("Table %s: %s, fraction of the sum of the path rates", t.ID, t.Title)
 	}
-	return name, savePanels(filepath.Join(dir, name), title, plots, legend)
+	return base + ".png", saveFigure(dir, base, title, plots, legend, series, 4.2*vg.Inch)
 }
 
-// savePanels draws plots side by side under a title, with the legend in a margin on the
-// right (inside a panel it would hide lines), and writes a PNG.
-func savePanels(path, title string, plots []*plot.Plot, legend plot.Legend) error {
-	const legendW = 1.4 * vg.Inch
-	w := vg.Length(len(plots))*4.2*vg.Inch + legendW
+// saveFigure draws plots side by side, each panelW wide, under a title, with the legend
+// (entries labelled by labels) in a margin on the right, and writes dir/base.png and
+// dir/base.svg.
+func saveFigure(dir, base, title string, plots []*plot.Plot, legend plot.Legend, labels []string, panelW vg.Length) error {
+	longest := 0
+	for _, l := range labels {
+		longest = max(longest, len(l))
+	}
+	legendW := max(1.4*vg.Inch, vg.Length(longest)*0.085*vg.Inch+0.55*vg.Inch)
+	w := vg.Length(len(plots))*panelW + legendW
 	h := 4.6 * vg.Inch
 	img := vgimg.NewWith(vgimg.UseWH(w, h), vgimg.UseDPI(96), vgimg.UseBackgroundColor(color.White))
-	dc := draw.New(img)
-	// The title above the panels.
+	drawFigure(draw.New(img), title, plots, legend, legendW)
+	if err := writeFile(filepath.Join(dir, base+".png"), vgimg.PngCanvas{Canvas: img}); err != nil {
+		return err
+	}
+	svg := vgsvg.NewWith(vgsvg.UseWH(w, h))
+	drawFigure(draw.New(svg), title, plots, legend, legendW)
+	return writeFile(filepath.Join(dir, base+".svg"), svg)
+}
+
+// drawFigure lays out a figure on dc: white background, title strip, panels, legend.
+func drawFigure(dc draw.Canvas, title string, plots []*plot.Plot, legend plot.Legend, legendW vg.Length) {
+	dc.SetColor(color.White)
+	dc.Fill(dc.Rectangle.Path())
 	ttl := plot.New()
 	ttl.Title.Text = title
 	ttl.HideAxes()
-	top := draw.Canvas{Canvas: dc.Canvas, Rectangle: dc.Rectangle}
-	top.Min.Y = top.Max.Y - 0.35*vg.Inch
+	titleH := 0.35 * vg.Inch * vg.Length(strings.Count(title, "\n")+1)
+	top := dc
+	top.Min.Y = top.Max.Y - titleH
 	ttl.Draw(top)
 	body := dc
-	body.Max.Y -= 0.35 * vg.Inch
+	body.Max.Y -= titleH
 	body.Max.X -= legendW
 	lc := dc
 	lc.Min.X = body.Max.X + 0.1*vg.Inch
-	lc.Max.Y -= 0.6 * vg.Inch
+	lc.Max.Y -= titleH + 0.25*vg.Inch
 	legend.Draw(lc)
 	tiles := draw.Tiles{Rows: 1, Cols: len(plots), PadX: 0.3 * vg.Inch, PadY: vg.Millimeter,
 		PadTop: vg.Millimeter, PadBottom: 2 * vg.Millimeter, PadLeft: 2 * vg.Millimeter, PadRight: 2 * vg.Millimeter}
@@ -188,11 +213,15 @@ func savePanels(path, title string, plots []*plot.Plot, legend plot.Legend) erro
 	for j, p := range plots {
 		p.Draw(canvases[0][j])
 	}
+}
+
+// writeFile writes what wt renders to path.
+func writeFile(path string, wt io.WriterTo) error {
 	f, err := os.Create(path)
 	if err != nil {
 		return err
 	}
-	if _, err := (vgimg.PngCanvas{Canvas: img}).WriteTo(f); err != nil {
+	if _, err := wt.WriteTo(f); err != nil {
 		f.Close()
 		return fmt.Errorf("write %s: %w", path, err)
 	}
@@ -241,9 +270,13 @@ func barsChart(dir string, t *Table) (string, error) {
 		bars = append(bars, sum)
 	}
 	p := plot.New()
-	p.Title.Text = wrap(fmt.Sprintf("%s: %s", t.ID, t.Title), 80)
 	p.Y.Label.Text = "kB/s"
+	p.Y.Tick.Marker = linearTicks{}
 	p.Add(plotter.NewGrid())
+	legend := plot.NewLegend()
+	legend.Top = true
+	legend.Left = true
+	var labels []string
 	width := vg.Points(math.Max(8, math.Min(28, 300/float64(len(bars)*len(groups)))))
 	for i, b := range bars {
 		bc, err := plotter.NewBarChart(b.vals, width)
@@ -254,34 +287,20 @@ func barsChart(dir string, t *Table) (string, error) {
 		bc.LineStyle.Width = 0
 		bc.Offset = vg.Length(float64(i)-float64(len(bars)-1)/2) * width
 		p.Add(bc)
-		p.Legend.Add(b.label, bc)
+		legend.Add(b.label, bc)
+		labels = append(labels, b.label)
 	}
-	// Room above the bars for the legend.
 	top := 0.0
 	for _, b := range bars {
 		for _, v := range b.vals {
 			top = math.Max(top, v)
 		}
 	}
-	p.Y.Min, p.Y.Max = 0, top*(1.15+0.08*float64(len(bars)))
-	p.Legend.Top = true
-	p.Legend.Left = true
+	p.Y.Min, p.Y.Max = 0, top*1.08
 	p.NominalX(groups...)
-	name := chartBase(t) + ".png"
-	w := vg.Length(math.Max(8, 1.8*float64(len(groups))+3)) * vg.Inch
-	wt, err := p.WriterTo(w, 4.8*vg.Inch, "png")
-	if err != nil {
-		return "", err
-	}
-	f, err := os.Create(filepath.Join(dir, name))
-	if err != nil {
-		return "", err
-	}
-	if _, err := wt.WriteTo(f); err != nil {
-		f.Close()
-		return "", err
-	}
-	return name, f.Close()
+	w := vg.Length(math.Max(6.5, 1.8*float64(len(groups))+1.5)) * vg.Inch
+	title := wrap(fmt.Sprintf("%s: %s", t.ID, t.Title), int(w/vg.Inch*14))
+	return chartBase(t) + ".png", saveFigure(dir, chartBase(t), title, []*plot.Plot{p}, legend, labels, w)
 }
 
 // wrap breaks s into lines of at most n characters at spaces.
@@ -313,6 +332,35 @@ func xTicks(t *Table) plot.Ticker {
 		}
 	}
 	return ticks
+}
+
+// linearTicks labels 5 to 10 round values (steps of 1, 2, 2.5 or 5 times a power of
+// ten) with an unlabelled tick halfway between (plot.DefaultTicks often labels two or
+// three).
+type linearTicks struct{}
+
+func (linearTicks) Ticks(lo, hi float64) []plot.Tick {
+	if !(hi > lo) {
+		return []plot.Tick{{Value: lo, Label: strconv.FormatFloat(lo, 'g', 4, 64)}}
+	}
+	mag := math.Pow(10, math.Floor(math.Log10((hi-lo)/5)))
+	step := mag
+	for _, m := range []float64{1, 2, 2.5, 5, 10} {
+		if (hi-lo)/(m*mag) <= 10 {
+			step = m * mag
+			break
+		}
+	}
+	var out []plot.Tick
+	for i := math.Ceil(lo/step*2) / 2; i*step <= hi+step*1e-9; i += 0.5 {
+		v := i * step
+		label := ""
+		if i == math.Trunc(i) {
+			label = strconv.FormatFloat(math.Round(v/mag*100)/100*mag, 'g', 6, 64)
+		}
+		out = append(out, plot.Tick{Value: v, Label: label})
+	}
+	return out
 }
 
 // logTicks labels 1, 2 and 5 times each power of ten (plot.LogTicks labels only the

@@ -31,7 +31,7 @@ func newBenchRun(t *testing.T) *benchRun {
 	labtest.RequireRoot(t)
 	for _, tool := range []string{"curl", "mptcpize", "nft"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("skipping: %s not installed (apt-get install curl mptcpd nftables)", tool)
+			t.Skipf("skipping: %s not installed (apt-get install curl mptcpize nftables)", tool)
 		}
 	}
 	if _, err := lab.ApacheBinary(); err != nil {

@@ -445,7 +445,8 @@ const reportMethod = `## Method
 - Every body is compared byte for byte with the served file as it streams (sha256 and length too when
   complete); uploads are compared at the sink. A transfer still running at the time cap is cut and its
   rate is computed over the bytes that arrived (marked *).
-- Thesis figures: seed/thesis-multipath-routing.txt, chapter 4 (600 MHz Pentium III, 100 Mbit LAN,
+- Thesis figures: F. E. Watson, "Enhance TCP Performance with Multiple Path Routing", M.S. thesis,
+  University of Colorado at Colorado Springs, 2005, chapter 4 (600 MHz Pentium III, 100 Mbit LAN,
   htb, apache bench). "Fraction of the sum" divides each figure by the sum of the rate limits of the
   paths in use.
 `

@@ -172,6 +172,10 @@ func TestWriteOutputs(t *testing.T) {
 		if !strings.Contains(string(report), "![") || !strings.Contains(string(report), "("+name+")") {
 			t.Errorf("report.md does not embed %s", name)
 		}
+		svg, err := os.ReadFile(filepath.Join(dir, strings.TrimSuffix(name, ".png")+".svg"))
+		if err != nil || !strings.Contains(string(svg), "<svg") || !strings.Contains(string(svg), "</svg>") {
+			t.Errorf("chart %s: no SVG beside it (%v)", name, err)
+		}
 		f, err := os.Open(filepath.Join(dir, name))
 		if err != nil {
 			t.Errorf("chart %s: %v", name, err)

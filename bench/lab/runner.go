@@ -33,6 +33,7 @@ import (
 
 	"go.uber.org/zap"
 
+	"mpath/bench"
 	"mpath/lab"
 )
 
@@ -153,6 +154,7 @@ func Tables(o Options) ([]*Table, error) {
 type runner struct {
 	opt     Options
 	out     io.Writer
+	sweep   *bench.SweepProgress // cell k of N on opt.Stdout
 	log     *zap.Logger
 	res     *Results
 	work    string // temp dir: the key, node logs of failed starts
@@ -174,6 +176,13 @@ type runner struct {
 	where map[string]string // cache key -> the cell that measured it
 }
 
+// requiredTools are the programs a sweep runs, with the Debian package of each (on
+// Debian mptcpize is its own package: mptcpd does not contain it).
+var requiredTools = []struct{ name, pkg string }{
+	{"ip", "iproute2"}, {"tc", "iproute2"}, {"ethtool", "ethtool"}, {"sysctl", "procps"},
+	{"curl", "curl"}, {"mptcpize", "mptcpize"},
+}
+
 // Run builds each scenario's lab, measures every table, writes the outputs to
 // opt.Out after each table and tears everything down, also when ctx ends (Ctrl-C).
 // It needs root. A failed measurement does not stop the sweep; Run then returns the
@@ -185,9 +194,9 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	if os.Geteuid() != 0 {
 		return nil, errors.New("bench lab: needs root (network namespaces, tc, nftables, raw sockets)")
 	}
-	for _, tool := range []string{"ip", "tc", "ethtool", "sysctl", "curl", "mptcpize"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			return nil, fmt.Errorf("bench lab: %s not installed (apt-get install iproute2 ethtool procps curl mptcpd)", tool)
+	for _, tool := range requiredTools {
+		if _, err := exec.LookPath(tool.name); err != nil {
+			return nil, fmt.Errorf("bench lab: %s not installed: apt-get install %s (make deps installs everything)", tool.name, tool.pkg)
 		}
 	}
 	if _, err := lab.ApacheBinary(); err != nil {
@@ -199,6 +208,12 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	}
 	r := &runner{opt: opt, out: opt.Stdout, log: opt.Logger, files: map[int64]*file{},
 		cache: map[string]*Outcome{}, where: map[string]string{}}
+	total := 0
+	for _, t := range tables {
+		total += len(schedule(t))
+	}
+	r.sweep = bench.NewSweepProgress(r.out, total, time.Now)
+	defer r.sweep.Finish()
 	r.res = &Results{Command: opt.Command, Started: time.Now().UTC().Format(time.RFC3339), CPUs: runtime.NumCPU(),
 		Kernel: kernelRelease(), LoadStart: loadavg(), Quick: opt.Quick, Seconds: opt.Seconds, Repeat: opt.Repeat}
 	if err := os.MkdirAll(opt.Out, 0o755); err != nil {
@@ -241,7 +256,8 @@ func Run(ctx context.Context, opt Options) (*Results, error) {
 	return r.res, nil
 }
 
-func (r *runner) printf(format string, a ...any) { fmt.Fprintf(r.out, format, a...) }
+// printf writes the sweep's output (above the progress bar on a terminal).
+func (r *runner) printf(format string, a ...any) { r.sweep.Printf(format, a...) }
 
 // runTable measures every cell of t. Cells are visited so that mpath nodes are restarted
 // as rarely as possible: grouped by topology, then by node configuration.
@@ -260,12 +276,14 @@ func (r *runner) runTable(ctx context.Context, t *Table) error {
 			return ctx.Err()
 		}
 		j.c.Runs[j.m.System] = run
+		r.sweep.Done()
 	}
 	t.Seconds = time.Since(start).Seconds()
 	t.LoadTo = load1()
 	t.Findings = findings(t)
-	r.printf("\n")
-	renderTable(r.out, t)
+	var b strings.Builder
+	renderTable(&b, t)
+	r.printf("\n%s", b.String())
 	return nil
 }
 
@@ -440,6 +458,9 @@ func median(runs []*Outcome) *Outcome {
 
 func (r *runner) progress(t *Table, c *Cell, run *Outcome) {
 	var b strings.Builder
+	if !r.sweep.Drawn() {
+		fmt.Fprintf(&b, "[%s] ", r.sweep.Status())
+	}
 	fmt.Fprintf(&b, "  %-8s %-34s %-18s", t.ID, cellName(t, c), run.System)
 	switch {
 	case run.Err != "":

@@ -1,7 +1,8 @@
 package benchlab
 
-// The thesis's measured figures (seed/thesis-multipath-routing.txt, chapter 4; the same
-// numbers as /work/shared/THESIS-TABLES.md), in kB/s (1 kB = 1000 bytes, so a 20 kB/s
+// The thesis's measured figures (F. E. Watson, "Enhance TCP Performance with Multiple
+// Path Routing", M.S. thesis, University of Colorado at Colorado Springs, 2005,
+// chapter 4), in kB/s (1 kB = 1000 bytes, so a 20 kB/s
 // limit is 160 kbit/s). Columns are per-path rate limits in kB/s.
 
 // thesisRates are the thesis's rate columns, kB/s per path.

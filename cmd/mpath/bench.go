@@ -246,9 +246,10 @@ the scenarios' tables cell by cell with mpath (SOCKS5 front, exit, Apache), kern
 over the same paths and kernel TCP over one path, then tears everything down (also on
 Ctrl-C). Each table is printed as it completes, and --out gets report.md (tables, method,
 charts embedded), results.json (every figure, per-path bytes, load averages) and PNG
-charts. Needs root, curl, mptcpize (Debian mptcpd) and apache2.
+charts. Needs root, curl, mptcpize (Debian package mptcpize) and apache2.
 
-Scenarios (thesis tables in seed/thesis-multipath-routing.txt, chapter 4):
+Scenarios (tables of chapter 4 of F. E. Watson's thesis, Enhance TCP Performance with
+Multiple Path Routing, 2005):
 ` + "%s" + `
 Rates are per path in kB/s (1 kB = 1000 bytes; 20 kB/s = 160 kbit/s), as in the thesis.
 Transfers are sized for about --seconds at the sum of the path rates and cut at 2.5
