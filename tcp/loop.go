@@ -235,7 +235,8 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 			c := newConn(l.s, l, e)
 			c.listener = ln
 			ln.pending.Add(1)
-			l.s.probeTarget.Store(&t.remote)
+			remote := t.remote // a copy: taking &t.remote would move t to the heap for every segment
+			l.s.probeTarget.Store(&remote)
 			l.eps[t] = e
 			l.conns[e] = c
 			e.accept(now, seg, seg.Path)
