@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -254,11 +255,11 @@ type recvBuffer struct {
 	ring  []rbChunk     // power-of-two length
 	head  int           // index of the first chunk
 	n     int           // chunks held
-	bytes int           // unread bytes
+	bytes atomic.Int64  // unread bytes (changed under mu, read without it)
 	cur   *rxBuf        // own buffer being filled (nil: none yet)
 	size  int           // size of the next own buffer made
 	free  []*rxBuf      // own buffers ready for reuse
-	nread uint64        // bytes the application has read so far
+	nread atomic.Uint64 // bytes the application has read so far (changed under mu)
 	eof   bool          // peer's FIN reached: Read returns io.EOF once drained
 	err   error         // connection failed: Read returns it
 	ready chan struct{} // capacity 1: signalled when data, EOF or an error arrived
@@ -326,9 +327,13 @@ func (b *recvBuffer) push(p []byte) {
 		b.cur.b = append(b.cur.b, p...)
 		b.addOwn(start)
 	}
-	b.bytes += len(p)
+	was := b.bytes.Add(int64(len(p))) - int64(len(p))
 	b.mu.Unlock()
-	b.signal()
+	if was == 0 {
+		// A reader waits only after finding the buffer empty under mu; the push that
+		// ended that emptiness wakes it, later ones need not.
+		b.signal()
+	}
 }
 
 // pushFunc lets f append in-order bytes directly to an own buffer (no intermediate
@@ -341,12 +346,13 @@ func (b *recvBuffer) pushFunc(f func(dst []byte) []byte) int {
 	start := len(b.cur.b)
 	b.cur.b = f(b.cur.b) // may grow cur: chunks refer to it by offsets, so that is fine
 	n := len(b.cur.b) - start
+	was := int64(-1)
 	if n > 0 {
 		b.addOwn(start)
-		b.bytes += n
+		was = b.bytes.Add(int64(n)) - int64(n)
 	}
 	b.mu.Unlock()
-	if n > 0 {
+	if was == 0 {
 		b.signal()
 	}
 	return n
@@ -420,26 +426,16 @@ func (b *recvBuffer) recycle(buf *rxBuf) {
 }
 
 // consumed is how many bytes the application has read in all.
-func (b *recvBuffer) consumed() uint64 {
-	b.mu.Lock()
-	n := b.nread
-	b.mu.Unlock()
-	return n
-}
+func (b *recvBuffer) consumed() uint64 { return b.nread.Load() }
 
 // length is the number of unread bytes.
-func (b *recvBuffer) length() int {
-	b.mu.Lock()
-	n := b.bytes
-	b.mu.Unlock()
-	return n
-}
+func (b *recvBuffer) length() int { return int(b.bytes.Load()) }
 
 // read copies unread bytes into p. It returns (0, nil, false) when nothing is there yet.
 func (b *recvBuffer) read(p []byte) (n int, err error, done bool) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	if b.bytes > 0 {
+	if b.bytes.Load() > 0 {
 		for n < len(p) && b.n > 0 {
 			c := &b.ring[b.head]
 			k := copy(p[n:], c.buf.b[c.off:c.end])
@@ -452,8 +448,8 @@ func (b *recvBuffer) read(p []byte) (n int, err error, done bool) {
 				b.n--
 			}
 		}
-		b.bytes -= n
-		b.nread += uint64(n)
+		b.bytes.Add(-int64(n))
+		b.nread.Add(uint64(n))
 		return n, nil, true
 	}
 	if b.err != nil {
