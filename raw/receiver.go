@@ -204,6 +204,7 @@ func (r *Receiver) drain() int {
 		base := r.cur * r.blockSize
 		off := base + int(bh.Offset_to_first_pkt)
 		npkts := int(bh.Num_pkts)
+		var pkts, bytes uint64 // counted once per block: two atomic adds, not two per packet
 		for i := 0; i < npkts; i++ {
 			h := (*unix.Tpacket3Hdr)(unsafe.Pointer(&r.ring[off]))
 			sll := (*unix.RawSockaddrLinklayer)(unsafe.Pointer(&r.ring[off+tpacket3HdrLen]))
@@ -216,13 +217,15 @@ func (r *Receiver) drain() int {
 				r.fixed.Add(1)
 			}
 			if sll.Pkttype != packetOutgoing {
-				r.packets.Add(1)
-				r.bytes.Add(uint64(len(pkt)))
+				pkts++
+				bytes += uint64(len(pkt))
 				r.fn(pkt, int(sll.Ifindex))
 				n++
 			}
 			off += int(h.Next_offset)
 		}
+		r.packets.Add(pkts)
+		r.bytes.Add(bytes)
 		if npkts > 0 && r.end != nil {
 			r.end()
 		}

@@ -161,9 +161,11 @@ func (s *Sender) Send(pkts [][]byte) (int, error) {
 			}
 			switch {
 			case b.errno == 0:
+				var bytes uint64
 				for i := b.off; i < b.off+b.sent; i++ {
-					s.bytes.Add(uint64(b.iovs[i].Len))
+					bytes += uint64(b.iovs[i].Len)
 				}
+				s.bytes.Add(bytes)
 				s.sent.Add(uint64(b.sent))
 				total += b.sent
 				b.off += b.sent

@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"container/heap"
+	"net/netip"
 	"sync"
 	"time"
 
@@ -33,28 +34,28 @@ type loopCmd struct {
 type loop struct {
 	s *Stack
 
-	mu     sync.Mutex // guards inq, arena and cmds
-	inq    []Segment  // arrived segments; payloads live in arena
-	arena  []byte
+	mu     sync.Mutex // guards inq, inBufs and cmds
+	inq    []Segment  // arrived segments
+	inBufs []*rxBuf   // inBufs[i] holds inq[i]'s payload (nil: none); see buffers.go
 	cmds   []loopCmd
 	notify chan struct{} // capacity 1
 
 	// Owned by run.
-	eps        map[tuple]*endpoint
-	conns      map[*endpoint]*Conn
-	timers     timerHeap
-	batches    [][]Segment
-	dirty      []*endpoint
-	inSpare    []Segment
-	arenaSpare []byte
-	cmdSpare   []loopCmd
+	eps      map[flowKey]*endpoint
+	conns    map[*endpoint]*Conn
+	timers   timerHeap
+	batches  [][]Segment
+	dirty    []*endpoint
+	inSpare  []Segment
+	bufSpare []*rxBuf
+	cmdSpare []loopCmd
 }
 
 func newLoop(s *Stack) *loop {
 	return &loop{
 		s:       s,
 		notify:  make(chan struct{}, 1),
-		eps:     make(map[tuple]*endpoint),
+		eps:     make(map[flowKey]*endpoint),
 		conns:   make(map[*endpoint]*Conn),
 		batches: make([][]Segment, len(s.cfg.Paths)),
 	}
@@ -67,15 +68,27 @@ func (l *loop) wake() {
 	}
 }
 
-// enqueue copies seg (payload included) into the loop's input queue.
-func (l *loop) enqueue(seg *Segment) {
-	l.mu.Lock()
-	off := len(l.arena)
-	l.arena = append(l.arena, seg.Payload...)
-	cp := *seg
-	cp.Payload = l.arena[off:len(l.arena):len(l.arena)]
-	l.inq = append(l.inq, cp)
-	l.mu.Unlock()
+// copyPayload copies seg's payload into a pooled buffer (nil when there is none): the
+// only copy of in-order bytes before Read. The caller owns the buffer.
+func copyPayload(seg *Segment) *rxBuf {
+	if len(seg.Payload) == 0 {
+		return nil
+	}
+	buf := getRxBuf(len(seg.Payload))
+	buf.b = append(buf.b, seg.Payload...)
+	return buf
+}
+
+// enqueueLocked appends seg to the loop's input queue with its payload in buf, which the
+// loop owns from now on. l.mu is held.
+func (l *loop) enqueueLocked(seg *Segment, buf *rxBuf) {
+	l.inq = append(l.inq, *seg)
+	if buf != nil {
+		l.inq[len(l.inq)-1].Payload = buf.b
+	} else {
+		l.inq[len(l.inq)-1].Payload = nil
+	}
+	l.inBufs = append(l.inBufs, buf)
 }
 
 func (l *loop) command(c loopCmd) {
@@ -99,16 +112,17 @@ func (l *loop) run() {
 		}
 		now := time.Now()
 		l.mu.Lock()
-		in, cmds := l.inq, l.cmds
-		l.inq, l.cmds = l.inSpare[:0], l.cmdSpare[:0]
-		l.arena, l.arenaSpare = l.arenaSpare[:0], l.arena
+		in, bufs, cmds := l.inq, l.inBufs, l.cmds
+		l.inq, l.inBufs, l.cmds = l.inSpare[:0], l.bufSpare[:0], l.cmdSpare[:0]
 		l.mu.Unlock()
 
 		for i := range cmds {
 			l.handleCmd(now, &cmds[i])
 		}
 		for i := range in {
-			l.handleSegment(now, &in[i])
+			if !l.handleSegment(now, &in[i], bufs[i]) && bufs[i] != nil {
+				bufs[i].release()
+			}
 		}
 		for l.timers.Len() > 0 && !l.timers[0].at.After(now) {
 			t := heap.Pop(&l.timers).(timerEntry)
@@ -130,8 +144,9 @@ func (l *loop) run() {
 			}
 		}
 		clear(in)
+		clear(bufs)
 		clear(cmds)
-		l.inSpare, l.cmdSpare = in[:0], cmds[:0]
+		l.inSpare, l.bufSpare, l.cmdSpare = in[:0], bufs[:0], cmds[:0]
 
 		if !timer.Stop() {
 			select {
@@ -172,7 +187,7 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 		return
 	case cmdDial:
 		e := c.e
-		l.eps[tuple{e.local, e.remote}] = e
+		l.eps[keyOf(e.local, e.remote)] = e
 		l.conns[e] = c
 		e.connect(now, cmd.synData)
 		l.markDirty(e)
@@ -208,9 +223,11 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 	l.markDirty(e)
 }
 
-func (l *loop) handleSegment(now time.Time, seg *Segment) {
-	t := tuple{local: seg.Dst, remote: seg.Src}
-	e := l.eps[t]
+// handleSegment processes one arrived segment whose payload lives in buf (may be nil)
+// and reports whether a receive buffer took buf (else the caller hands it back).
+func (l *loop) handleSegment(now time.Time, seg *Segment, buf *rxBuf) (taken bool) {
+	k := keyOf(seg.Dst, seg.Src)
+	e := l.eps[k]
 	if e != nil && e.state == stateTimeWait && seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN && seqnum.GT(seg.Seq, e.rcvNxt) {
 		// A new incarnation of a connection in TIME-WAIT (RFC 9293 3.6.1): let it in.
 		e.finish(nil)
@@ -218,9 +235,15 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 		e = nil
 	}
 	if e != nil {
+		if buf != nil {
+			e.rb.offer(buf)
+		}
 		e.input(now, seg, seg.Path)
+		if buf != nil {
+			taken = e.rb.withdraw()
+		}
 		l.markDirty(e)
-		return
+		return taken
 	}
 	if seg.Flags&(FlagSYN|FlagACK|FlagRST) == FlagSYN {
 		if ln := l.s.listener(seg.Dst.Port()); ln != nil && !ln.isClosed() {
@@ -228,6 +251,7 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 				l.s.drops.backlog.Add(1)
 				return
 			}
+			t := tuple{local: seg.Dst, remote: seg.Src}
 			l.s.mu.Lock()
 			l.s.tuples[t] = struct{}{}
 			l.s.mu.Unlock()
@@ -236,7 +260,7 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 			c.listener = ln
 			ln.pending.Add(1)
 			l.s.probeTarget.Store(&t.remote)
-			l.eps[t] = e
+			l.eps[k] = e
 			l.conns[e] = c
 			e.accept(now, seg, seg.Path)
 			l.markDirty(e)
@@ -260,6 +284,7 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 		p = 0
 	}
 	l.batches[p] = append(l.batches[p], rst)
+	return false
 }
 
 // finishEndpoint runs after an endpoint did work: sync path health both ways, produce
@@ -316,8 +341,8 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		}
 		delete(l.conns, e)
 		t := tuple{e.local, e.remote}
-		if l.eps[t] == e {
-			delete(l.eps, t)
+		if k := keyOf(e.local, e.remote); l.eps[k] == e {
+			delete(l.eps, k)
 			l.s.releaseTuple(t)
 		}
 		c.finished(e.err)
@@ -372,6 +397,17 @@ func (l *loop) shutdown() {
 			cmds[i].stats.wg.Done()
 		}
 	}
+}
+
+// flowKey identifies a flow within a stack: every local address is the stack's, and
+// every remote one is IPv4 (Stack.Input drops the rest), so the remote address and both
+// ports fit in a word, which the map hashes much faster than a tuple of two AddrPorts.
+type flowKey uint64
+
+func keyOf(local, remote netip.AddrPort) flowKey {
+	a := remote.Addr().As4()
+	return flowKey(uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | uint64(a[3])<<32 |
+		uint64(remote.Port())<<16 | uint64(local.Port()))
 }
 
 type timerEntry struct {

@@ -3,7 +3,8 @@ package tcp
 // A Stack is one node's TCP engine: the endpoints of all its flows, spread over a fixed
 // set of event loops by flow hash, fed by a Link.
 //
-//   Link receive goroutine ──Input(segs)──► copy payloads ──► loop[hash(4-tuple)].inq
+//   Link receive goroutine ──Input(segs)──► copy payloads into pooled rxBufs
+//                          ──► loop[hash(4-tuple)].inq (one lock per run of segments)
 //   application ──Write/Read/Close──► send/recv buffers ──kick──► loop
 //   loop goroutine: drain inq and kicks → endpoint.input / timers → endpoint.output
 //                   → per-path batches → Link.Send(path, batch)
@@ -294,14 +295,18 @@ func (s *Stack) loopFor(t tuple) *loop {
 	return s.loops[h%uint32(len(s.loops))]
 }
 
-// Input hands arriving segments to the stack. The stack copies what it keeps; the
-// caller may reuse segs and their payloads once Input returns. Safe for concurrent use.
+// Input hands arriving segments to the stack. The stack copies what it keeps (each
+// payload once, into a pooled buffer that later moves to the receive buffer without a
+// copy); the caller may reuse segs and their payloads once Input returns. Consecutive
+// segments for the same loop are queued under one lock, and each loop is woken once per
+// call. Safe for concurrent use.
 func (s *Stack) Input(segs []Segment) {
 	var touched [8]*loop
 	nt := 0
+	var held *loop // the loop whose mu is held
 	for i := range segs {
 		seg := &segs[i]
-		if seg.Dst.Addr() != s.cfg.Addr {
+		if seg.Dst.Addr() != s.cfg.Addr || !seg.Src.Addr().Is4() {
 			s.drops.notOurs.Add(1)
 			continue
 		}
@@ -316,7 +321,15 @@ func (s *Stack) Input(segs []Segment) {
 			continue
 		}
 		l := s.loopFor(tuple{local: seg.Dst, remote: seg.Src})
-		l.enqueue(seg)
+		buf := copyPayload(seg)
+		if l != held {
+			if held != nil {
+				held.mu.Unlock()
+			}
+			held = l
+			l.mu.Lock()
+		}
+		l.enqueueLocked(seg, buf)
 		seen := false
 		for _, t := range touched[:nt] {
 			if t == l {
@@ -332,6 +345,9 @@ func (s *Stack) Input(segs []Segment) {
 				l.wake()
 			}
 		}
+	}
+	if held != nil {
+		held.mu.Unlock()
 	}
 	for _, l := range touched[:nt] {
 		l.wake()

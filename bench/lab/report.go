@@ -339,6 +339,8 @@ func findings(t *Table) []string {
 					run.System, run.CPUTotal()/gb, strings.Join(parts, ", "), run.CPU[cpuSystemWide]/gb))
 			}
 		}
+	case "fast", "fast-unlimited":
+		out = append(out, fastFindings(t)...)
 	case "ttfb":
 		for _, c := range t.Cells {
 			m, d := c.Runs[sysTTFBMpath], c.Runs[sysTTFBDir]

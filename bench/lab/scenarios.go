@@ -33,6 +33,7 @@ var scenarios = []scenario{
 	{"loss", "beyond the thesis: three equal paths with random loss", buildLoss},
 	{"proxy", "the proxy issue's figures: aggregate through the SOCKS front vs MPTCP vs best single path; time to first byte", buildProxy},
 	{"transport", "the transport issue's figures: direct mode download and upload; engine vs kernel TCP on an unlimited path, CPU per GB", buildTransport},
+	{"fast", "the speed issue's figures: 4 x 500 Mbit/s and one unlimited path, mpath vs kernel MPTCP vs kernel TCP, CPU s/GB per process role", buildFast},
 }
 
 // ScenarioNames lists the scenario names in the order "all" runs them.
