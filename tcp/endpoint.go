@@ -155,8 +155,9 @@ type endpoint struct {
 	done        bool // finished: the loop removes it
 
 	// Loop bookkeeping.
-	dirty   bool      // queued for finishEndpoint in this loop iteration
-	timerAt time.Time // deadline currently in the loop's timer heap
+	dirty    bool      // queued for finishEndpoint in this loop iteration
+	timerAt  time.Time // deadline currently in the loop's timer heap
+	timerRan bool      // timer() ran in this loop iteration (finishEndpoint checks the invariant)
 
 	// Stats.
 	retransSegs, spuriousSegs uint64
@@ -1367,6 +1368,16 @@ func (e *endpoint) deadline() time.Time {
 	if e.done {
 		return d
 	}
+	if e.state == stateSynSent || e.state == stateSynRcvd {
+		// timer() handles only the handshake's timers in these states. The others (a
+		// path RTO or persist timer armed by data sent in SYN-RECEIVED after taking SYN
+		// data, say) wait for the handshake: left in here they would be due, unhandled,
+		// and the loop would run the timer again at once, forever.
+		take(e.rexmitAt)
+		take(e.paceAt)
+		take(e.synAt.Add(e.cfg.synTimeout))
+		return d
+	}
 	take(e.rexmitAt)
 	take(e.delAckAt)
 	take(e.persistAt)
@@ -1392,13 +1403,12 @@ func (e *endpoint) deadline() time.Time {
 	if !e.allDownSince.IsZero() && e.cfg.userTimeout > 0 && e.state.synchronized() && e.state != stateTimeWait {
 		take(maxTime(e.allDownSince, e.lastRecv).Add(e.cfg.userTimeout))
 	}
-	if e.state == stateSynSent || e.state == stateSynRcvd {
-		take(e.synAt.Add(e.cfg.synTimeout))
-	}
 	return d
 }
 
-// timer runs whatever timers are due at now.
+// timer runs whatever timers are due at now. Invariant (asserted by the loop and the
+// tests): once timer and then output have run at now, deadline() is after now or zero
+// in every state, so a timer never fires twice at one instant.
 func (e *endpoint) timer(now time.Time) {
 	if e.done {
 		return

@@ -114,6 +114,7 @@ func (l *loop) run() {
 			t := heap.Pop(&l.timers).(timerEntry)
 			if t.e.timerAt.Equal(t.at) && !t.e.done {
 				t.e.timerAt = time.Time{}
+				t.e.timerRan = true
 				t.e.timer(now)
 				l.markDirty(t.e)
 			}
@@ -323,7 +324,19 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		c.finished(e.err)
 		return
 	}
-	if d := e.deadline(); !d.IsZero() && !d.Equal(e.timerAt) {
+	d := e.deadline()
+	if e.timerRan {
+		e.timerRan = false
+		if !d.IsZero() && !d.After(now) {
+			// The timer ran and left a deadline it did not handle: a bug (see timer's
+			// invariant). Count it and push the deadline out, so the bug costs a wake-up
+			// every stuckTimerDelay instead of a core spinning.
+			l.s.drops.stuckTimers.Add(1)
+			l.s.log.Error("timer left a deadline in the past", zap.Stringer("state", e.state), zap.Stringer("remote", e.remote))
+			d = now.Add(stuckTimerDelay)
+		}
+	}
+	if !d.IsZero() && !d.Equal(e.timerAt) {
 		e.timerAt = d
 		heap.Push(&l.timers, timerEntry{at: d, e: e})
 	}
@@ -373,6 +386,9 @@ func (l *loop) shutdown() {
 		}
 	}
 }
+
+// stuckTimerDelay is how far a deadline the timer failed to move is pushed out.
+const stuckTimerDelay = 10 * time.Millisecond
 
 type timerEntry struct {
 	at time.Time

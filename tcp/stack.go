@@ -119,6 +119,9 @@ type pathTotals struct {
 
 type dropCounters struct {
 	notOurs, noConn, backlog, closed atomic.Uint64
+	// stuckTimers counts timer runs that left a deadline at or before now (a bug: the
+	// loop pushes such a deadline out rather than spin; tests assert it stays 0).
+	stuckTimers atomic.Uint64
 }
 
 // NewStack returns a running stack that sends through link. Feed it inbound segments

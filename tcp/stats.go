@@ -40,6 +40,7 @@ type Stats struct {
 	DropsNotOurs     uint64
 	DropsNoConn      uint64
 	DropsBacklog     uint64
+	StuckTimers      uint64 // timer runs that left a deadline in the past (a bug; should stay 0)
 }
 
 type statsReq struct {
@@ -88,6 +89,7 @@ func (s *Stack) Stats() Stats {
 	st.DropsNotOurs = s.drops.notOurs.Load()
 	st.DropsNoConn = s.drops.noConn.Load()
 	st.DropsBacklog = s.drops.backlog.Load()
+	st.StuckTimers = s.drops.stuckTimers.Load()
 	return st
 }
 
