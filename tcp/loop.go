@@ -48,6 +48,37 @@ type loop struct {
 	inSpare    []Segment
 	arenaSpare []byte
 	cmdSpare   []loopCmd
+	rstBucket  tokenBucket
+}
+
+// rstRate and rstBurst bound the resets a loop sends in answer to segments for no
+// connection (like Linux's tcp_challenge_ack_limit for challenge ACKs): they go to
+// whatever source a segment claims, so they must not become a reflector.
+const (
+	rstRate  = 100
+	rstBurst = 50
+)
+
+// tokenBucket is a rate limiter driven by the caller's clock. The zero value starts full.
+type tokenBucket struct {
+	tokens  float64
+	last    time.Time
+	started bool
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.started {
+		b.started, b.tokens, b.last = true, rstBurst, now
+	}
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.tokens+d.Seconds()*rstRate, rstBurst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func newLoop(s *Stack) *loop {
@@ -229,6 +260,12 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 				l.s.drops.backlog.Add(1)
 				return
 			}
+			if ln.verify != nil && !ln.verify(seg.Src, seg.Dst, seg.Payload) {
+				// Not authenticated: nothing allocated, nothing sent (a reset would be
+				// reflected at whatever source the SYN claims).
+				l.s.drops.unauth.Add(1)
+				return
+			}
 			l.s.mu.Lock()
 			l.s.tuples[t] = struct{}{}
 			l.s.mu.Unlock()
@@ -246,6 +283,17 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 	}
 	l.s.drops.noConn.Add(1)
 	if seg.Flags&FlagRST != 0 {
+		return
+	}
+	if seg.Flags&(FlagSYN|FlagACK) == FlagSYN {
+		if ln := l.s.listener(seg.Dst.Port()); ln != nil && ln.verify != nil {
+			return // a closed verifying listener: silence, as for an unverified SYN
+		}
+	}
+	if !l.rstBucket.take(now) {
+		// Resets to segments for no connection go to whatever source the segment
+		// claims: at most rstRate a second per loop.
+		l.s.drops.rstLimit.Add(1)
 		return
 	}
 	// RFC 9293 3.10.7.1: a segment for no connection draws a reset.

@@ -3,7 +3,13 @@ package tcp
 // Attacks on the engine (issue 10), each turned around into its pass condition.
 
 import (
+	"crypto/hmac"
+	"crypto/sha256"
 	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"net/netip"
+	"sync"
 	"testing"
 	"time"
 )
@@ -84,4 +90,202 @@ func TestHandshakeThenDeferredTimers(t *testing.T) {
 		}
 	}
 	t.Fatalf("the answer was never retransmitted: %v", segList(out))
+}
+
+// recordLink counts what a stack sends, by destination address.
+type recordLink struct {
+	mu   sync.Mutex
+	sent map[netip.Addr]int
+}
+
+func (r *recordLink) Send(_ int, segs []Segment) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range segs {
+		r.sent[segs[i].Dst.Addr()]++
+	}
+	return nil
+}
+
+func (r *recordLink) to(a netip.Addr) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.sent[a]
+}
+
+func (r *recordLink) total() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	n := 0
+	for _, k := range r.sent {
+		n += k
+	}
+	return n
+}
+
+// synMAC is the test's stand-in for the exit request: HMAC-SHA256 over the flow's
+// addresses and a body, sent as body || mac (package socks has the real one).
+func synMAC(key []byte, src, dst netip.AddrPort, body []byte) []byte {
+	m := hmac.New(sha256.New, key)
+	a, _ := src.MarshalBinary()
+	m.Write(a)
+	a, _ = dst.MarshalBinary()
+	m.Write(a)
+	m.Write(body)
+	return m.Sum(append([]byte(nil), body...))
+}
+
+// barrier returns once every loop of s has finished the work queued before the call
+// (a Stats command is handled before the segments taken with it; the second one runs
+// in a later loop iteration).
+func barrier(s *Stack) { s.Stats(); s.Stats() }
+
+// TestSYNFloodAdmission (issue 10, the spoofed-SYN rows turned around): 10k bare SYNs
+// from spoofed sources, then 10k SYNs carrying data with a bad MAC, then one good SYN.
+// Pass: the good one gets its connection and a SYN-ACK, one flow exists, the refused
+// SYNs were counted and drew no packet at all (no SYN-ACK, no reset), and the path
+// prober did not learn a spoofed source. A retransmission of the good SYN goes to its
+// flow (a SYN-ACK again), not to the verifier (which would call it a replay).
+func TestSYNFloodAdmission(t *testing.T) {
+	key := []byte("admission-test-key-0123456789abc")
+	exit := netip.MustParseAddrPort("10.9.9.1:7000")
+	var verified sync.Map // nonces admitted once (the replay cache of the real verifier)
+	verify := func(src, dst netip.AddrPort, payload []byte) bool {
+		if len(payload) < 16+sha256.Size {
+			return false
+		}
+		body := payload[:len(payload)-sha256.Size]
+		if !hmac.Equal(synMAC(key, src, dst, body), payload) {
+			return false
+		}
+		_, dup := verified.LoadOrStore(string(body), true)
+		return !dup
+	}
+	link := &recordLink{sent: make(map[netip.Addr]int)}
+	s, err := NewStack(Config{Addr: exit.Addr(), Paths: []PathConfig{{Name: "p0"}, {Name: "p1"}}, AcceptSYNData: true, Loops: 2}, link)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ln, err := s.ListenOptions(exit.Port(), ListenOptions{VerifySYN: verify})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := mrand.New(mrand.NewPCG(1, 2))
+	spoofed := func() netip.AddrPort {
+		return netip.AddrPortFrom(netip.AddrFrom4([4]byte{198, 18, byte(rng.IntN(256)), byte(rng.IntN(256))}), uint16(1024+rng.IntN(60000)))
+	}
+	syn := func(src netip.AddrPort, payload []byte) Segment {
+		seg := Segment{Src: src, Dst: exit, Seq: rng.Uint32(), Flags: FlagSYN, Window: 65535, Payload: payload, Path: rng.IntN(2)}
+		seg.Options = fullOpts(1440, 7, 1)
+		return seg
+	}
+	const n = 10_000
+	batch := make([]Segment, 0, 64)
+	flush := func() { s.Input(batch); batch = batch[:0] }
+	for i := 0; i < n; i++ {
+		batch = append(batch, syn(spoofed(), nil))
+		if len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	for i := 0; i < n; i++ {
+		src := spoofed()
+		body := make([]byte, 40)
+		for k := range body {
+			body[k] = byte(rng.Uint32())
+		}
+		// Bad MACs of three kinds: random, sealed with another key, sealed for another flow.
+		var p []byte
+		switch i % 3 {
+		case 0:
+			p = append(body, make([]byte, sha256.Size)...)
+		case 1:
+			p = synMAC([]byte("not-the-key"), src, exit, body)
+		case 2:
+			p = synMAC(key, spoofed(), exit, body)
+		}
+		batch = append(batch, syn(src, p))
+		if len(batch) == cap(batch) {
+			flush()
+		}
+	}
+	flush()
+	barrier(s)
+	if st := s.Stats(); st.DropsUnauth != 2*n || st.Flows != 0 {
+		t.Fatalf("after the flood: %d SYNs refused (want %d), %d flows (want 0)", st.DropsUnauth, 2*n, st.Flows)
+	}
+	if got := link.total(); got != 0 {
+		t.Fatalf("the flood drew %d packets, want none", got)
+	}
+	if s.probeTarget.Load() != nil {
+		t.Fatalf("the prober learned %v from an unauthenticated SYN", *s.probeTarget.Load())
+	}
+
+	client := netip.MustParseAddrPort("10.9.9.2:61001")
+	good := syn(client, synMAC(key, client, exit, []byte("a good request, nonce 0123456789")))
+	s.Input([]Segment{good})
+	c, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if c.RemoteAddr().(*net.TCPAddr).AddrPort() != client {
+		t.Fatalf("accepted %v, want %v", c.RemoteAddr(), client)
+	}
+	buf := make([]byte, 64)
+	if k, err := c.Read(buf); err != nil || string(buf[:k]) != string(good.Payload) {
+		t.Fatalf("read %q %v, want the SYN's payload", buf[:k], err)
+	}
+	barrier(s)
+	if got := link.to(client.Addr()); got != 1 {
+		t.Fatalf("%d packets to the client, want its SYN-ACK", got)
+	}
+	s.Input([]Segment{good}) // retransmitted SYN: our SYN-ACK was lost
+	barrier(s)
+	st := s.Stats()
+	if st.Flows != 1 || s.ActiveFlows() != 1 || st.DropsUnauth != 2*n {
+		t.Fatalf("after the retransmitted SYN: %d flows (%d tuples), %d refused; want 1, 1, %d", st.Flows, s.ActiveFlows(), st.DropsUnauth, 2*n)
+	}
+	if got := link.to(client.Addr()); got != 2 {
+		t.Fatalf("%d packets to the client, want 2 SYN-ACKs", got)
+	}
+	if got := link.total(); got != 2 {
+		t.Fatalf("%d packets sent in all, want only the client's 2", got)
+	}
+	if p := s.probeTarget.Load(); p == nil || *p != client {
+		t.Fatalf("probe target %v, want the authenticated client", p)
+	}
+}
+
+// TestProbeAnswerChecked: a path-probe answer counts only from the probed peer and
+// with the probe's value; guesses and other sources are refused and counted.
+func TestProbeAnswerChecked(t *testing.T) {
+	s, err := NewStack(Config{Addr: netip.MustParseAddr("10.9.9.1"), Paths: []PathConfig{{Name: "p0"}, {Name: "p1"}}, Loops: 1}, discardLink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	peer := netip.MustParseAddrPort("10.9.9.2:7000")
+	s.probeSent.Store(&peer)
+	h := &s.health[1]
+	h.probeAck.Store(0xabcdef01)
+	h.down.Store(true)
+	answer := func(src netip.AddrPort, seq uint32) {
+		s.probeAnswer(&Segment{Src: src, Dst: netip.AddrPortFrom(s.cfg.Addr, s.cfg.PortFirst), Seq: seq, Flags: FlagRST})
+	}
+	answer(netip.MustParseAddrPort("198.18.0.1:7000"), 0xabcdef01) // right value, wrong source
+	for g := uint32(0); g < 1000; g++ {
+		answer(peer, g<<8|1) // guesses, as a counter would have been
+	}
+	if !h.down.Load() || h.answered.Load() {
+		t.Fatalf("forged answers brought the path up")
+	}
+	if got := s.drops.probeBad.Load(); got != 1001 {
+		t.Fatalf("%d probe answers refused, want 1001", got)
+	}
+	answer(peer, 0xabcdef01)
+	if h.down.Load() || !h.answered.Load() {
+		t.Fatalf("the real answer did not bring the path up")
+	}
 }

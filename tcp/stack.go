@@ -78,8 +78,8 @@ type Stack struct {
 	nextPort  uint16
 
 	health      []pathHealthState
-	probeTarget atomic.Pointer[netip.AddrPort]
-	probeSeq    atomic.Uint32
+	probeTarget atomic.Pointer[netip.AddrPort] // a peer we dialled or that authenticated
+	probeSent   atomic.Pointer[netip.AddrPort] // where the current round of probes went
 	counters    []PathCounters
 	totals      []pathTotals // counters of connections that have ended
 	drops       dropCounters
@@ -119,6 +119,9 @@ type pathTotals struct {
 
 type dropCounters struct {
 	notOurs, noConn, backlog, closed atomic.Uint64
+	unauth                           atomic.Uint64 // SYNs the listener's VerifySYN refused
+	rstLimit                         atomic.Uint64 // resets not sent (rate limit)
+	probeBad                         atomic.Uint64 // probe answers that did not match (source or value)
 	// stuckTimers counts timer runs that left a deadline at or before now (a bug: the
 	// loop pushes such a deadline out rather than spin; tests assert it stays 0).
 	stuckTimers atomic.Uint64
@@ -372,6 +375,10 @@ type DialOptions struct {
 	// SYNData is sent in the SYN (up to one segment). A peer that does not take SYN data
 	// (a kernel without TFO) gets it again right after the handshake.
 	SYNData []byte
+	// SYNDataFunc, when set (and SYNData is not), builds the SYN data once the local
+	// address is chosen: a request that authenticates the flow's addresses and ports.
+	// It runs on the caller's goroutine.
+	SYNDataFunc func(local, remote netip.AddrPort) []byte
 	// NoTimestamps leaves the timestamp option (RFC 7323) out of the SYN. Use it towards
 	// kernel peers: Linux discards data whose timestamp is older than that of the last
 	// in-order segment (PAWS), and sprayed segments routinely are: once a retransmission
@@ -409,6 +416,9 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	now := time.Now()
 	e := newEndpoint(&s.ep, local, remote, s.isn(local, remote), now)
 	e.noTS = opts.NoTimestamps
+	if len(opts.SYNData) == 0 && opts.SYNDataFunc != nil {
+		opts.SYNData = opts.SYNDataFunc(local, remote)
+	}
 	if len(opts.SYNData) > 0 {
 		if n, err := e.sb.write(opts.SYNData); err != nil || n < len(opts.SYNData) {
 			s.releaseTuple(tuple{local, remote})
@@ -432,14 +442,31 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	}
 }
 
+// ListenOptions are the optional parts of a Listen.
+type ListenOptions struct {
+	// VerifySYN, when set, is asked about every SYN that would open a new connection,
+	// before the stack allocates anything for it: src and dst are the SYN's addresses,
+	// payload its data (valid only during the call). false drops the SYN silently: no
+	// SYN-ACK, no reset, only Stats.DropsUnauth counts it. A retransmitted SYN of a
+	// connection that exists goes to that connection and is not asked about again. It
+	// runs on a loop goroutine, after the backlog and memory checks: it must be quick
+	// and safe for concurrent use.
+	VerifySYN func(src, dst netip.AddrPort, payload []byte) bool
+}
+
 // Listen returns a listener for port on the stack's address.
 func (s *Stack) Listen(port uint16) (*Listener, error) {
+	return s.ListenOptions(port, ListenOptions{})
+}
+
+// ListenOptions is Listen with options.
+func (s *Stack) ListenOptions(port uint16, opts ListenOptions) (*Listener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.listeners[port]; ok {
 		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.cfg.Addr, port)), Err: ErrAddrInUse}
 	}
-	ln := &Listener{s: s, port: port, queue: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{})}
+	ln := &Listener{s: s, port: port, queue: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{}), verify: opts.VerifySYN}
 	s.listeners[port] = ln
 	return ln, nil
 }
@@ -497,6 +524,7 @@ func (s *Stack) prober() {
 		if target == nil {
 			continue
 		}
+		s.probeSent.Store(target)
 		for p := range s.health {
 			h := &s.health[p]
 			if h.probeAck.Load() != 0 && !h.answered.Load() {
@@ -504,7 +532,14 @@ func (s *Stack) prober() {
 					s.pathReport(p, false)
 				}
 			}
-			ack := s.probeSeq.Add(1)<<8 | uint32(p&0xff)
+			// The answer must echo this value: unpredictable, so nobody off the path can
+			// forge an answer that keeps a dead path up.
+			var rnd [4]byte
+			rand.Read(rnd[:])
+			ack := binary.BigEndian.Uint32(rnd[:])&^0xff | uint32(p&0xff)
+			if ack>>8 == 0 {
+				ack |= 0x100 // 0 means "no probe outstanding"
+			}
 			h.answered.Store(false)
 			h.probeAck.Store(ack)
 			seg := Segment{
@@ -519,16 +554,22 @@ func (s *Stack) prober() {
 	}
 }
 
+// probeAnswer takes a RST to the probe port: an answer only when it comes from the
+// probed peer and echoes the probe's unpredictable value.
 func (s *Stack) probeAnswer(seg *Segment) {
 	p := int(seg.Seq & 0xff)
-	if p >= len(s.health) {
+	to := s.probeSent.Load()
+	if p >= len(s.health) || to == nil || seg.Src != *to {
+		s.drops.probeBad.Add(1)
 		return
 	}
 	h := &s.health[p]
-	if seg.Seq == h.probeAck.Load() {
-		h.answered.Store(true)
-		s.pathReport(p, true)
+	if seg.Seq != h.probeAck.Load() {
+		s.drops.probeBad.Add(1)
+		return
 	}
+	h.answered.Store(true)
+	s.pathReport(p, true)
 }
 
 // send hands a batch to the link and counts it.

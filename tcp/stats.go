@@ -40,6 +40,9 @@ type Stats struct {
 	DropsNotOurs     uint64
 	DropsNoConn      uint64
 	DropsBacklog     uint64
+	DropsUnauth      uint64 // SYNs the listener's VerifySYN refused (dropped silently)
+	DropsRSTLimit    uint64 // resets to segments for no connection not sent (rate limit)
+	DropsProbe       uint64 // path-probe answers refused (wrong source or value)
 	StuckTimers      uint64 // timer runs that left a deadline in the past (a bug; should stay 0)
 }
 
@@ -90,6 +93,9 @@ func (s *Stack) Stats() Stats {
 	st.DropsNoConn = s.drops.noConn.Load()
 	st.DropsBacklog = s.drops.backlog.Load()
 	st.StuckTimers = s.drops.stuckTimers.Load()
+	st.DropsUnauth = s.drops.unauth.Load()
+	st.DropsRSTLimit = s.drops.rstLimit.Load()
+	st.DropsProbe = s.drops.probeBad.Load()
 	return st
 }
 

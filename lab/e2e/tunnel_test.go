@@ -206,6 +206,7 @@ func testTunnel(t *testing.T, mode string) {
 		// answers sprayed over the three relays, which decapsulate them for the
 		// client's kernel. Download from the TCP source, then upload to the sink.
 		t.Run("kernel-client-to-exit-listener", func(t *testing.T) {
+			t.Skip("the exit admits only SYNs that carry a valid exit request (issue 10); a kernel client's SYN carries no data")
 			key, err := socks.LoadKey(psk)
 			if err != nil {
 				t.Fatal(err)
@@ -218,7 +219,8 @@ func testTunnel(t *testing.T, mode string) {
 				}
 				t.Cleanup(func() { c.Close() })
 				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				req, err := socks.EncodeRequest(key, target, time.Now(), rand.Reader)
+				flow := socks.FlowAddrs{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Exit: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+				req, err := socks.EncodeRequest(key, target, flow, time.Now(), rand.Reader)
 				if err != nil {
 					t.Fatal(err)
 				}
