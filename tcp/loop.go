@@ -98,9 +98,19 @@ func (l *loop) wake() {
 	}
 }
 
-// enqueue copies seg (payload included) into the loop's input queue.
+// inqMaxSegs bounds the segments waiting in a loop's input queue (with the byte bound
+// Config.InputQueue).
+const inqMaxSegs = 1 << 16
+
+// enqueue copies seg (payload included) into the loop's input queue, or drops it
+// (counted) when the queue is full.
 func (l *loop) enqueue(seg *Segment) {
 	l.mu.Lock()
+	if len(l.inq) >= inqMaxSegs || len(l.arena)+len(seg.Payload) > l.s.cfg.InputQueue {
+		l.mu.Unlock()
+		l.s.drops.queue.Add(1)
+		return
+	}
 	off := len(l.arena)
 	l.arena = append(l.arena, seg.Payload...)
 	cp := *seg
@@ -260,6 +270,10 @@ func (l *loop) handleSegment(now time.Time, seg *Segment) {
 				l.s.drops.backlog.Add(1)
 				return
 			}
+			if l.s.ep.budget.room() < newFlowReserve {
+				l.s.drops.memory.Add(1)
+				return
+			}
 			if ln.verify != nil && !ln.verify(seg.Src, seg.Dst, seg.Payload) {
 				// Not authenticated: nothing allocated, nothing sent (a reset would be
 				// reflected at whatever source the SYN claims).
@@ -326,6 +340,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 	}
 	clear(e.out)
 	e.out = e.out[:0]
+	e.account()
 	if c == nil {
 		return
 	}
@@ -363,6 +378,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 			t.spurious.Add(ps.spurious)
 			t.delivered.Add(ps.delivered)
 		}
+		e.account()
 		delete(l.conns, e)
 		t := tuple{e.local, e.remote}
 		if l.eps[t] == e {

@@ -11,6 +11,7 @@ import (
 	"net/netip"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -287,5 +288,184 @@ func TestProbeAnswerChecked(t *testing.T) {
 	answer(peer, 0xabcdef01)
 	if h.down.Load() || !h.answered.Load() {
 		t.Fatalf("the real answer did not bring the path up")
+	}
+}
+
+// lastLink remembers the last segment the stack sent to each destination.
+type lastLink struct {
+	mu   sync.Mutex
+	last map[netip.AddrPort]Segment
+}
+
+func (r *lastLink) Send(_ int, segs []Segment) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for i := range segs {
+		seg := segs[i]
+		seg.Payload = nil
+		r.last[seg.Dst] = seg
+	}
+	return nil
+}
+
+func (r *lastLink) get(d netip.AddrPort) Segment {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last[d]
+}
+
+// TestPagePinningFlowsWithinBudget (issue 10, the page-pinning row turned around): 1000
+// flows each strew one-byte segments, one every 8 KiB, across their whole window while
+// their application reads nothing. Before, each byte pinned an 8 KiB reorder page (half
+// a gigabyte here); pass: the stack's count and the reorder pages actually held stay
+// inside the 32 MiB budget, and a flow still delivers in-order bytes afterwards.
+func TestPagePinningFlowsWithinBudget(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		const (
+			flows  = 1000
+			window = 512 << 10
+			budget = 32 << 20
+		)
+		exit := netip.MustParseAddrPort("10.9.9.1:7000")
+		link := &lastLink{last: make(map[netip.AddrPort]Segment)}
+		s, err := NewStack(Config{Addr: exit.Addr(), Paths: []PathConfig{{Name: "p0"}}, AcceptSYNData: true, Loops: 2,
+			RecvWindow: window, MemoryBudget: budget, InputQueue: 1 << 20}, link)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer s.Close()
+		ln, err := s.Listen(exit.Port())
+		if err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex
+		var conns []net.Conn
+		go func() {
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				mu.Lock()
+				conns = append(conns, c)
+				mu.Unlock()
+			}
+		}()
+		src := func(i int) netip.AddrPort {
+			return netip.AddrPortFrom(netip.MustParseAddr("10.9.9.2"), uint16(20000+i))
+		}
+		const irs = 1000
+		batch := make([]Segment, 0, flows)
+		for i := 0; i < flows; i++ {
+			seg := Segment{Src: src(i), Dst: exit, Seq: irs, Flags: FlagSYN, Window: 65535}
+			seg.Options = Options{MSS: 1440, HasWScale: true, WScale: 7, SACKPermitted: true}
+			batch = append(batch, seg)
+		}
+		s.Input(batch)
+		synctest.Wait()
+		batch = batch[:0]
+		iss := make([]uint32, flows)
+		for i := 0; i < flows; i++ {
+			sa := link.get(src(i))
+			if sa.Flags != FlagSYN|FlagACK {
+				t.Fatalf("flow %d: no SYN-ACK (%v)", i, sa.Flags)
+			}
+			iss[i] = sa.Seq
+			batch = append(batch, Segment{Src: src(i), Dst: exit, Seq: irs + 1, Ack: iss[i] + 1, Flags: FlagACK | FlagPSH, Window: 1024, Payload: []byte{'x'}})
+		}
+		s.Input(batch)
+		time.Sleep(50 * time.Millisecond) // delayed ACKs: the windows open
+		synctest.Wait()
+		for i := 0; i < flows; i++ {
+			batch = batch[:0]
+			for off := uint32(8192); off < window; off += 8192 {
+				batch = append(batch, Segment{Src: src(i), Dst: exit, Seq: irs + 2 + off, Ack: iss[i] + 1, Flags: FlagACK, Window: 1024, Payload: []byte{'p'}})
+			}
+			s.Input(batch)
+			if i%50 == 49 {
+				synctest.Wait()
+			}
+		}
+		synctest.Wait()
+		st := s.Stats()
+		t.Logf("%d flows: counted %d KiB of %d KiB, reorder pages %d KiB for %d bytes held; SYNs refused for memory %d, queue drops %d",
+			st.Flows, st.MemoryUsed>>10, budget>>10, st.ReorderMem>>10, st.ReorderHeldBytes, st.DropsMemory, st.DropsQueue)
+		if st.Flows != flows {
+			t.Fatalf("%d flows, want %d", st.Flows, flows)
+		}
+		// The count may lag by what one loop iteration took in order (at most a byte
+		// per flow here) and a page per loop racing for the last room.
+		if st.MemoryUsed > budget+64<<10 || st.ReorderMem > budget {
+			t.Fatalf("counted %d KiB, reorder pages %d KiB: over the %d KiB budget", st.MemoryUsed>>10, st.ReorderMem>>10, budget>>10)
+		}
+		if st.ReorderMem < budget/4 {
+			t.Fatalf("reorder pages %d KiB: the attack did not take effect, the test proves nothing", st.ReorderMem>>10)
+		}
+		// The budget is spent: a new flow is refused, silently.
+		late := netip.MustParseAddrPort("10.9.9.3:30000")
+		syn := Segment{Src: late, Dst: exit, Seq: irs, Flags: FlagSYN, Window: 65535}
+		s.Input([]Segment{syn})
+		synctest.Wait()
+		if st := s.Stats(); st.DropsMemory != 1 || link.get(late).Flags != 0 {
+			t.Fatalf("a new flow with the budget spent: %d refused, answered %v; want refused silently", st.DropsMemory, link.get(late).Flags)
+		}
+		// In-order bytes still go through on a pinned flow.
+		s.Input([]Segment{{Src: src(0), Dst: exit, Seq: irs + 2, Ack: iss[0] + 1, Flags: FlagACK, Window: 1024, Payload: []byte("in order")}})
+		synctest.Wait()
+		if a := link.get(src(0)); a.Ack != irs+2+uint32(len("in order")) {
+			t.Fatalf("in-order data after the attack: ack %d, want %d", a.Ack, irs+2+len("in order"))
+		}
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+		ln.Close()
+	})
+}
+
+// TestPagePinningFlow (issue 10): one flow with a 16 MiB window, a byte every 8 KiB
+// across it. Before, 16 MiB of reorder pages for 2 KiB of data; pass: at most 256 KiB,
+// and the pages count against the window the endpoint advertises.
+func TestPagePinningFlow(t *testing.T) {
+	const window = 16 << 20
+	e, now := openActive(t, testConfig(1, func(c *epConfig) { c.rcvLimit = window }), 100, 5000, fullOpts(1440, 7, 1), 1000, 10*time.Millisecond)
+	if room := e.rcvRight - e.rcvNxt; room < window/2 {
+		t.Fatalf("advertised %d bytes, want the window open", room)
+	}
+	for off := uint32(8192); off < window; off += 8192 {
+		in(e, now, fromPeer(FlagACK, e.rcvNxt+off, 101, 1000, []byte{'p'}), 0)
+	}
+	t.Logf("%d bytes held in %d KiB of pages", e.rq.Bytes(), e.rq.Mem()>>10)
+	if e.rq.Mem() > 256<<10 {
+		t.Fatalf("%d KiB of reorder pages held, want <= 256 KiB", e.rq.Mem()>>10)
+	}
+	if free := e.freeWindow(); free > window-e.rq.Mem()+reorderEdge {
+		t.Fatalf("free window %d ignores the %d bytes of pages held", free, e.rq.Mem())
+	}
+	if err := checkEndpoint(e); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestInputQueueBounded (issue 10, the input-queue row): a flood handed to a loop in
+// one go is cut at the queue's byte bound and the rest is counted as dropped, instead
+// of growing the arena without limit.
+func TestInputQueueBounded(t *testing.T) {
+	s, err := NewStack(Config{Addr: netip.MustParseAddr("10.9.9.1"), Paths: []PathConfig{{Name: "p0"}}, Loops: 1, InputQueue: 64 << 10}, discardLink{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	flood := make([]Segment, 200)
+	for i := range flood {
+		flood[i] = Segment{Src: netip.MustParseAddrPort("198.18.0.1:80"), Dst: netip.MustParseAddrPort("10.9.9.1:40000"),
+			Flags: FlagRST | FlagACK, Payload: make([]byte, 1000), Path: 0}
+	}
+	s.Input(flood) // the loop is woken only once the whole batch is queued
+	barrier(s)
+	st := s.Stats()
+	if want := uint64(200 - (64<<10)/1000); st.DropsQueue != want || st.DropsNoConn != 200-want {
+		t.Fatalf("queue drops %d, processed %d; want %d dropped, %d processed", st.DropsQueue, st.DropsNoConn, want, 200-want)
 	}
 }

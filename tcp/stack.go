@@ -59,6 +59,15 @@ type Config struct {
 	Loops         int           // event loops; default GOMAXPROCS
 	Backlog       int           // per listener: connections not yet accepted; default 1024
 
+	// MemoryBudget bounds the bytes all connections hold (unread, reorder pages, send
+	// buffers) plus the input queues; default DefaultMemoryBudget. Windows stop opening
+	// and new flows are refused when it is spent (see budget.go).
+	MemoryBudget int
+	// InputQueue bounds, per loop, the payload bytes of arrived segments waiting for
+	// the loop; beyond it segments are dropped (Stats.DropsQueue). Default
+	// DefaultInputQueue.
+	InputQueue int
+
 	Logger *zap.Logger
 	Secret []byte // ISN secret (RFC 6528); default random
 }
@@ -119,6 +128,8 @@ type pathTotals struct {
 
 type dropCounters struct {
 	notOurs, noConn, backlog, closed atomic.Uint64
+	memory                           atomic.Uint64 // SYNs refused: the memory budget had no room for a flow
+	queue                            atomic.Uint64 // segments dropped: the loop's input queue was full
 	unauth                           atomic.Uint64 // SYNs the listener's VerifySYN refused
 	rstLimit                         atomic.Uint64 // resets not sent (rate limit)
 	probeBad                         atomic.Uint64 // probe answers that did not match (source or value)
@@ -157,6 +168,11 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 	def(&cfg.SendBuffer, 16<<20)
 	def(&cfg.Loops, runtime.GOMAXPROCS(0))
 	def(&cfg.Backlog, 1024)
+	def(&cfg.MemoryBudget, DefaultMemoryBudget)
+	def(&cfg.InputQueue, DefaultInputQueue)
+	if cfg.MemoryBudget < cfg.Loops*cfg.InputQueue+newFlowReserve {
+		return nil, fmt.Errorf("tcp: memory budget %d: need more than the input queues' %d×%d", cfg.MemoryBudget, cfg.Loops, cfg.InputQueue)
+	}
 	defD(&cfg.UserTimeout, 30*time.Second)
 	defD(&cfg.SYNTimeout, 10*time.Second)
 	defD(&cfg.TimeWait, 10*time.Second)
@@ -211,6 +227,7 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
 		shares:        make([]pathShare, len(cfg.Paths)),
+		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))
 	s.loops = make([]*loop, cfg.Loops)
@@ -407,6 +424,9 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	}
 	if !s.anyPathUp() {
 		return nil, opErr(ErrNoPath)
+	}
+	if s.ep.budget.room() < newFlowReserve {
+		return nil, opErr(ErrNoMemory)
 	}
 	local, err := s.allocPort(remote)
 	if err != nil {
