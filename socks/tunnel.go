@@ -71,6 +71,8 @@ func (d *TunnelDialer) DialTarget(ctx context.Context, target string) (net.Conn,
 		code := ReplyGeneralFailure
 		if isTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			code = ReplyTTLExpired
+			// An engine exit drops a SYN whose request does not verify without a word.
+			err = fmt.Errorf("no answer (exit unreachable, or it dropped the request: wrong key, or clocks apart by more than the window): %w", err)
 		}
 		return nil, &ReplyError{Code: code, Err: fmt.Errorf("tunnel dial %s: open flow to exit: %w", target, err)}
 	}
