@@ -3,6 +3,7 @@ package tcp
 import (
 	"container/heap"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -38,6 +39,7 @@ type loop struct {
 	arena  []byte
 	cmds   []loopCmd
 	notify chan struct{} // capacity 1
+	runs   atomic.Uint64 // loop iterations (tests: a spinning timer shows here)
 
 	// Owned by run.
 	eps        map[tuple]*endpoint
@@ -138,6 +140,7 @@ func (l *loop) run() {
 			l.shutdown()
 			return
 		}
+		l.runs.Add(1)
 		now := time.Now()
 		l.mu.Lock()
 		in, cmds := l.inq, l.cmds
