@@ -386,7 +386,11 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 			e.sendACK(now, e.ackPath())
 			return
 		}
-		e.sendSYN(now, true) // our SYN-ACK was lost: answer the retransmitted SYN
+		// Our SYN-ACK was lost: answer the retransmitted SYN, but not more often than
+		// minRTO (copies of a SYN, replayed or duplicated, must not make us a reflector).
+		if f := e.tx.front(); now.Sub(f.sentAt) >= minRTO {
+			e.sendSYN(now, true)
+		}
 		return
 	}
 	if e.state == stateTimeWait && seg.Flags&FlagFIN != 0 && seg.Flags&FlagRST == 0 {
