@@ -252,7 +252,7 @@ func FuzzVerify(f *testing.F) {
 		b, _ := EncodeRequest(pkey, target, FlowAddrs{}, now, rand.Reader)
 		f.Add(b)
 	}
-	f.Add([]byte("MPX\x01"))
+	f.Add([]byte("MPX\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := ReadRequest(bytes.NewReader(b))
 		if err != nil {
@@ -331,4 +331,43 @@ func TestNotBefore(t *testing.T) {
 	if _, err := v.Verify(fresh, FlowAddrs{}, start.Add(29*time.Second)); err != nil {
 		t.Fatalf("request stamped at the start: %v", err)
 	}
+}
+
+// FuzzAdmitPayload feeds arbitrary SYN payloads and flow ports to the exit's admission
+// check: no panics; nothing is admitted but a request sealed with the key for exactly
+// that flow; an admitted request is claimed once by its flow and never admitted again.
+func FuzzAdmitPayload(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	flow := FlowAddrs{Client: netip.MustParseAddrPort("10.77.0.1:61001"), Exit: netip.MustParseAddrPort("10.77.255.2:7000")}
+	for _, target := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "name.example:80"} {
+		b, _ := EncodeRequest(pkey, target, flow, now, rand.Reader)
+		f.Add(b, uint16(61001), uint16(7000))
+		f.Add(append(b, "and data"...), uint16(61001), uint16(7000))
+		f.Add(b, uint16(61002), uint16(7000))
+	}
+	f.Add([]byte("MPX\x02"), uint16(1), uint16(2))
+	f.Fuzz(func(t *testing.T, b []byte, cport, xport uint16) {
+		fl := FlowAddrs{Client: netip.AddrPortFrom(flow.Client.Addr(), cport), Exit: netip.AddrPortFrom(flow.Exit.Addr(), xport)}
+		v := NewVerifier(pkey, 0)
+		if err := v.AdmitPayload(b, fl, now); err != nil {
+			var xe *ExitError
+			if !errors.As(err, &xe) {
+				t.Fatalf("refusal %v is not an *ExitError", err)
+			}
+			return
+		}
+		n, _ := requestLen(b)
+		if _, err := NewVerifier(pkey, 0).Verify(b[:n], fl, now); err != nil {
+			t.Fatalf("admitted a request that does not verify for its flow: %v", err)
+		}
+		if fl != flow {
+			t.Fatalf("admitted a request sealed for %v on flow %v", flow, fl)
+		}
+		if v.AdmitPayload(b, fl, now) == nil {
+			t.Fatalf("admitted the same request twice")
+		}
+		if _, err := v.Verify(b[:n], fl, now); err != nil {
+			t.Fatalf("the admitted flow cannot claim its request: %v", err)
+		}
+	})
 }
