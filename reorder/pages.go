@@ -17,6 +17,9 @@ const (
 	pageSize  = 1 << pageShift
 )
 
+// PageSize is the size of the pages held bytes live in.
+const PageSize = pageSize
+
 type page [pageSize]byte
 
 // pagePool is shared by every queue (sync.Pool is safe for concurrent use).
@@ -26,6 +29,25 @@ type pages struct {
 	slots []*page  // made on first store
 	refs  []uint16 // held bytes per slot; a page is returned when it drops to 0
 	n     int      // number of slots, a power of two
+	used  int      // pages taken from the pool and not yet returned
+}
+
+// missing counts the pages [seq, end) touches that are not allocated yet: what storing
+// bytes there would take from the pool (an upper bound when part is held already).
+func (p *pages) missing(seq, end uint32) int {
+	const wrap = 1<<(32-pageShift) - 1 // page numbers wrap with the sequence space
+	span := int(((end-1)>>pageShift-seq>>pageShift)&wrap) + 1
+	if p.slots == nil {
+		return span
+	}
+	mask := uint32(p.n - 1)
+	n := 0
+	for k, pg := 0, seq>>pageShift; k < span; k, pg = k+1, pg+1 {
+		if p.slots[pg&mask] == nil {
+			n++
+		}
+	}
+	return n
 }
 
 func (p *pages) init(limit int) {
@@ -47,6 +69,7 @@ func (p *pages) store(seq uint32, data []byte) {
 		if pg == nil {
 			pg = pagePool.Get().(*page)
 			p.slots[slot] = pg
+			p.used++
 		}
 		k := copy(pg[off:], data)
 		p.refs[slot] += uint16(k)
@@ -80,6 +103,7 @@ func (p *pages) release(seq, n uint32) {
 		if p.refs[slot] == 0 {
 			pagePool.Put(p.slots[slot])
 			p.slots[slot] = nil
+			p.used--
 		}
 		seq += k
 		n -= k

@@ -48,6 +48,7 @@ type Stats struct {
 	Duplicates uint64        // segments whose bytes were all held already
 	Trimmed    uint64        // bytes dropped as overlaps/duplicates
 	Dropped    uint64        // bytes refused because the queue was at its limit
+	MemDropped uint64        // bytes refused because they would take pages beyond the memory limit
 	MaxDepth   int           // most segments held at once
 	MaxBytes   int           // most bytes held at once
 	MaxDist    uint32        // largest distance (bytes) from rcv.nxt to a stored segment's end
@@ -75,6 +76,7 @@ type block struct {
 // full queue can always take the segment that fills the first gap.
 type Queue struct {
 	limit   uint32
+	memMax  int    // page memory bound (bytes); <= 0: none beyond limit
 	started bool   // base is valid
 	base    uint32 // latest rcv.nxt seen; every held byte lies in [base, base+limit)
 	blocks  deque
@@ -108,6 +110,37 @@ func New(limit int) *Queue {
 
 // Limit is the queue's limit in bytes.
 func (q *Queue) Limit() int { return int(q.limit) }
+
+// SparseAllowance is the page memory a queue with a memory limit may always use, however
+// sparse what it holds; beyond it, pages must be at least 1/SparseRatio full on
+// average. (Two paths, one of them late, leave pages half full; tiny segments strewn
+// across the window leave them nearly empty.)
+const (
+	SparseAllowance = 256 << 10
+	SparseRatio     = 8
+)
+
+// SetMemLimit bounds the page memory the queue holds to max bytes (<= 0: no bound but
+// the limit). Held bytes live in 8 KiB pages, so a peer sending a byte every 8 KiB
+// would pin a page per byte: with a memory limit, an Insert that needs new pages is
+// refused (counted in MemDropped) when the pages would exceed max, or exceed both
+// SparseAllowance and SparseRatio times the bytes held. Refused bytes were never acknowledged;
+// the sender sends them again. Bytes at rcv.nxt never reach the queue (the receiver
+// takes them in order), so a full queue cannot block the flow. Lowering the limit
+// below what is held frees nothing; it refuses new pages until enough are delivered.
+func (q *Queue) SetMemLimit(max int) { q.memMax = max }
+
+// Mem is the page memory the queue holds, in bytes.
+func (q *Queue) Mem() int { return q.pages.used * pageSize }
+
+// memRoom reports whether n more bytes needing k new pages fit the memory limit.
+func (q *Queue) memRoom(k, n int) bool {
+	if q.memMax <= 0 || k == 0 {
+		return true
+	}
+	after := (q.pages.used + k) * pageSize
+	return after <= q.memMax && (after <= SparseAllowance || after <= SparseRatio*(q.bytes+n))
+}
 
 // advance moves the queue's idea of rcv.nxt forward to next and discards whatever is
 // held before it (the engine took those bytes another way: they count as Trimmed).
@@ -186,6 +219,11 @@ func (q *Queue) Insert(next, seq uint32, data []byte, now time.Time) int {
 		q.stats.Dropped += uint64(drop)
 		data = data[:uint32(len(data))-drop]
 		end = lim
+	}
+
+	if q.memMax > 0 && !q.memRoom(q.pages.missing(seq, end), len(data)) {
+		q.stats.MemDropped += uint64(len(data))
+		return 0
 	}
 
 	// Blocks [i, j) overlap or touch [seq, end); they merge with the new bytes.

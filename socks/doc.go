@@ -15,14 +15,16 @@
 //	                              +--> Dialer.DialTarget(ctx, "host:port")
 //	app --HTTP----> HTTPServer  --'         |
 //	                                        v  TunnelDialer
-//	              EncodeRequest(key, target, now, rand)  (authenticated, <= 319 bytes)
+//	              PrepareRequest(key, target, now, rand)  (<= 319 bytes once sealed)
 //	                                        |
-//	              FlowDialer(ctx, first)  (the engine puts `first` in the SYN)
-//	                                        |
+//	              FlowDialer(ctx, first)  (the engine picks the local port, then puts
+//	                                        |  first(flow addrs) = Seal(flow) in the SYN)
 //	                                        v
-//	              Exit: ReadRequest (exactly one request) -> Verifier.Verify (MAC, ±30 s,
-//	              replay) -> allow/deny every resolved address -> kernel TCP dial
-//	              -> one status byte -> relay both ways with half-close
+//	              engine listener: Exit.VerifySYN (MAC over request + flow addrs, ±30 s,
+//	              not before the exit started, fresh nonce) before any state; else drop
+//	              Exit: ReadRequest (exactly one request) -> Verifier.Verify (same checks;
+//	              claims the admitted nonce) -> allow/deny every resolved address
+//	              -> kernel TCP dial -> one status byte -> relay both ways with half-close
 //
 // A refusal at the exit travels back as one status byte; the TunnelDialer turns it into a
 // *ReplyError carrying a SOCKS5 reply code, which the fronts answer with (SOCKS reply

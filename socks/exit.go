@@ -215,7 +215,7 @@ func NewExit(cfg ExitConfig) (*Exit, error) {
 	return &Exit{
 		cfg:      cfg,
 		exact:    exact,
-		verifier: newVerifier(cfg.Key, cfg.Window, cfg.ReplayCacheSize),
+		verifier: newStartedVerifier(cfg),
 		tr:       newTracker(cfg.MaxConns, -1, log),
 		log:      log,
 		refLog: log.WithOptions(zap.WrapCore(func(c zapcore.Core) zapcore.Core {
@@ -307,7 +307,7 @@ func (e *Exit) handle(ctx context.Context, c net.Conn) {
 	req, err := ReadRequest(c)
 	var target string
 	if err == nil {
-		target, err = e.verifier.Verify(req, e.cfg.Now())
+		target, err = e.verifier.Verify(req, FlowOf(c), e.cfg.Now())
 	}
 	if err != nil {
 		e.refuse(c, "", err)

@@ -34,15 +34,17 @@ func newExit(t *testing.T, cfg socks.ExitConfig) (*socks.Exit, string) {
 	return e, serve(t, e)
 }
 
-// rawFlow opens a kernel TCP conn to the exit, writes b, and returns the conn.
-func rawFlow(t *testing.T, exitAddr string, b []byte) net.Conn {
+// rawFlow opens a kernel TCP conn to the exit, writes build(the flow's addresses), and
+// returns the conn.
+func rawFlow(t *testing.T, exitAddr string, build func(socks.FlowAddrs) []byte) net.Conn {
 	t.Helper()
 	c, err := net.Dial("tcp", exitAddr)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	if _, err := c.Write(b); err != nil {
+	flow := socks.FlowAddrs{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Exit: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+	if _, err := c.Write(build(flow)); err != nil {
 		t.Fatal(err)
 	}
 	c.SetDeadline(time.Now().Add(10 * time.Second))
@@ -63,13 +65,26 @@ func readStatusThenEOF(t *testing.T, c net.Conn) socks.Status {
 	return socks.Status(b[0])
 }
 
-func encode(t *testing.T, key []byte, target string, now time.Time) []byte {
+// encode returns a builder of the request for target followed by extra; sent keeps the
+// last request it built (nil: not kept).
+func encode(t *testing.T, key []byte, target string, now time.Time, extra []byte, sent *[]byte) func(socks.FlowAddrs) []byte {
 	t.Helper()
-	b, err := socks.EncodeRequest(key, target, now, rand.Reader)
+	r, err := socks.PrepareRequest(key, target, now, rand.Reader)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return b
+	return func(f socks.FlowAddrs) []byte {
+		b := r.Seal(f)
+		if sent != nil {
+			*sent = b
+		}
+		return append(b, extra...)
+	}
+}
+
+// raw is a builder that sends b whatever the flow.
+func raw(b []byte) func(socks.FlowAddrs) []byte {
+	return func(socks.FlowAddrs) []byte { return b }
 }
 
 func TestExitRelaysExactlyAfterRequest(t *testing.T) {
@@ -79,8 +94,7 @@ func TestExitRelaysExactlyAfterRequest(t *testing.T) {
 	// Request and the application's first bytes in one write, as in a SYN with data:
 	// the exit must not eat any of them.
 	payload, _ := io.ReadAll(sockstest.Payload(300_000, 7))
-	first := append(encode(t, testKey, tgt.Addr, time.Now()), "echo\n"...)
-	c := rawFlow(t, addr, append(first, payload[:1000]...))
+	c := rawFlow(t, addr, encode(t, testKey, tgt.Addr, time.Now(), append([]byte("echo\n"), payload[:1000]...), nil))
 	done := make(chan error, 1)
 	go func() {
 		_, err := c.Write(payload[1000:])
@@ -128,30 +142,32 @@ func TestExitRefusals(t *testing.T) {
 	other := []byte("not-the-key-not-the-key-not-the!")
 
 	// Wrong key.
-	if st := readStatusThenEOF(t, rawFlow(t, addr, encode(t, other, tgt.Addr, now))); st != socks.StatusBadAuth {
+	if st := readStatusThenEOF(t, rawFlow(t, addr, encode(t, other, tgt.Addr, now, nil, nil))); st != socks.StatusBadAuth {
 		t.Errorf("wrong key: status %v", st)
 	}
 	// Stale, both ways.
 	for _, skew := range []time.Duration{-31 * time.Second, 31 * time.Second} {
-		if st := readStatusThenEOF(t, rawFlow(t, addr, encode(t, testKey, tgt.Addr, now.Add(skew)))); st != socks.StatusBadAuth {
+		if st := readStatusThenEOF(t, rawFlow(t, addr, encode(t, testKey, tgt.Addr, now.Add(skew), nil, nil))); st != socks.StatusBadAuth {
 			t.Errorf("skew %v: status %v", skew, st)
 		}
 	}
-	// Replay: the same bytes twice; the first is a real flow.
-	req := encode(t, testKey, tgt.Addr, now)
-	c := rawFlow(t, addr, append(append([]byte(nil), req...), "sink\n"...))
+	// Replay: the same bytes twice; the first is a real flow. The second flow has
+	// another client port, which the MAC binds: refused as a bad MAC. (A replay on the
+	// same addresses and ports is refused as a replay: TestReplayRejected.)
+	var req []byte
+	c := rawFlow(t, addr, encode(t, testKey, tgt.Addr, now, []byte("sink\n"), &req))
 	c.(*net.TCPConn).CloseWrite()
 	if b, err := io.ReadAll(c); err != nil || len(b) == 0 || b[0] != 0 {
 		t.Fatalf("first use of the request: %x %v", b, err)
 	}
-	if st := readStatusThenEOF(t, rawFlow(t, addr, req)); st != socks.StatusBadAuth {
+	if st := readStatusThenEOF(t, rawFlow(t, addr, raw(req))); st != socks.StatusBadAuth {
 		t.Errorf("replay: status %v", st)
 	}
 	// Garbage and a truncated request.
-	if st := readStatusThenEOF(t, rawFlow(t, addr, []byte("GET / HTTP/1.1\r\n\r\n"))); st != socks.StatusBadRequest {
+	if st := readStatusThenEOF(t, rawFlow(t, addr, raw([]byte("GET / HTTP/1.1\r\n\r\n")))); st != socks.StatusBadRequest {
 		t.Errorf("garbage: status %v", st)
 	}
-	tc := rawFlow(t, addr, req[:40])
+	tc := rawFlow(t, addr, raw(req[:40]))
 	tc.(*net.TCPConn).CloseWrite()
 	if b, err := io.ReadAll(tc); err != nil || len(b) > 1 {
 		t.Errorf("truncated: got %x %v, want close", b, err)
@@ -166,7 +182,7 @@ func TestExitRefusals(t *testing.T) {
 	waitFor(t, 5*time.Second, "flows to end", func() bool { return exit.Stats().Active == 0 })
 	got := exit.Stats().Refused
 	for reason, want := range map[string]uint64{
-		socks.ReasonBadMAC: 1, socks.ReasonStale: 2, socks.ReasonReplay: 1,
+		socks.ReasonBadMAC: 2, socks.ReasonStale: 2,
 		socks.ReasonMalformed: 1, socks.ReasonTruncated: 1,
 	} {
 		if got[reason] != want {
@@ -179,7 +195,7 @@ func TestExitRequestTimeout(t *testing.T) {
 	checkLeaks(t)
 	exit, addr := newExit(t, socks.ExitConfig{RequestTimeout: 200 * time.Millisecond})
 	start := time.Now()
-	c := rawFlow(t, addr, []byte("MPX\x01")) // a start, then silence
+	c := rawFlow(t, addr, raw([]byte("MPX\x02"))) // a start, then silence
 	if st := readStatusThenEOF(t, c); st != socks.StatusBadRequest {
 		t.Errorf("status %v", st)
 	}

@@ -14,11 +14,22 @@ package socks
 //	28      1     address type: 1 IPv4, 3 domain name, 4 IPv6 (the SOCKS5 values)
 //	29      n     address: 4 bytes | 1 length byte L (1..255) + L name bytes | 16 bytes
 //	29+n    2     port (1..65535)
-//	31+n    32    HMAC-SHA256(key, bytes [0, 31+n))
+//	31+n    32    HMAC-SHA256(key, bytes [0, 31+n) || flow)
+//
+// flow is not sent: it is the flow's addresses as both ends see them, client inner
+// address, client port, exit inner address, exit port (each address as 16 bytes, IPv4
+// mapped; ports big endian; 36 bytes). A request is therefore good for one flow only:
+// replayed from another source address or port it fails the MAC. The client learns its
+// port before the SYN leaves (FlowDialer builds the request then).
 //
 // Sizes: 67 bytes for IPv4, 79 for IPv6, 64+L for a name of L bytes (at most 319).
 // The length is known from the first 30 bytes, so the exit reads exactly the request
 // and never a byte of the application data that follows it.
+//
+// Replay: a nonce is refused once seen inside the window, and a timestamp older than
+// the Verifier's NotBefore (the exit's start) is refused, so a request captured before
+// an exit restart cannot be replayed after it (a client whose clock lags the exit's by
+// d has its requests refused for d after an exit restart).
 //
 // Response: one status byte (Status). StatusOK is followed by the target's bytes; after
 // any other status the exit closes the flow.
@@ -41,7 +52,7 @@ import (
 
 // Wire constants of the exit protocol.
 const (
-	ProtocolVersion = 1
+	ProtocolVersion = 2 // 2: the MAC binds the flow's addresses
 	// MinKeyLen is the shortest pre-shared key accepted (bytes).
 	MinKeyLen = 16
 	// DefaultWindow is how far a request's timestamp may be from the exit's clock.
@@ -172,10 +183,81 @@ func splitTarget(target string) (host string, port uint16, err error) {
 	return host, uint16(p), nil
 }
 
-// EncodeRequest builds the authenticated exit request for target ("host:port"; host an
+// FlowAddrs are a flow's addresses as the exit sees them: the client's inner address
+// and port, the exit's listen address and port. The request's MAC binds them.
+type FlowAddrs struct {
+	Client, Exit netip.AddrPort
+}
+
+// FlowOf returns c's FlowAddrs seen from the exit's side (remote is the client), for
+// conns whose addresses are *net.TCPAddr (kernel TCP and engine conns).
+func FlowOf(c net.Conn) FlowAddrs {
+	var f FlowAddrs
+	if a, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+		f.Client = a.AddrPort()
+	}
+	if a, ok := c.LocalAddr().(*net.TCPAddr); ok {
+		f.Exit = a.AddrPort()
+	}
+	return f
+}
+
+func (f FlowAddrs) appendTo(b []byte) []byte {
+	for _, ap := range [2]netip.AddrPort{f.Client, f.Exit} {
+		a := ap.Addr().Unmap().As16()
+		if ap.Addr().Unmap().Is4() {
+			a = netip.AddrFrom4(ap.Addr().Unmap().As4()).As16() // IPv4-mapped, as documented
+		}
+		b = append(b, a[:]...)
+		b = binary.BigEndian.AppendUint16(b, ap.Port())
+	}
+	return b
+}
+
+// requestMAC appends HMAC-SHA256(key, body || flow) to dst.
+func requestMAC(dst, key, body []byte, flow FlowAddrs) []byte {
+	m := hmac.New(sha256.New, key)
+	m.Write(body)
+	var fb [36]byte
+	m.Write(flow.appendTo(fb[:0]))
+	return m.Sum(dst)
+}
+
+// PendingRequest is an exit request waiting for its flow's addresses (Seal adds the
+// MAC). Safe for concurrent use; each Seal returns a new slice.
+type PendingRequest struct {
+	key  []byte
+	body []byte
+}
+
+// PrepareRequest builds the body of the exit request for target ("host:port"; host an
 // IPv4 or IPv6 literal or a domain name the exit resolves), stamped with now and a
 // 16-byte nonce read from rand.
-func EncodeRequest(key []byte, target string, now time.Time, rand io.Reader) ([]byte, error) {
+func PrepareRequest(key []byte, target string, now time.Time, rand io.Reader) (*PendingRequest, error) {
+	b, err := requestBody(key, target, now, rand)
+	if err != nil {
+		return nil, err
+	}
+	return &PendingRequest{key: key, body: b}, nil
+}
+
+// Seal returns the whole request, its MAC binding flow.
+func (r *PendingRequest) Seal(flow FlowAddrs) []byte {
+	out := make([]byte, len(r.body), len(r.body)+macLen)
+	copy(out, r.body)
+	return requestMAC(out, r.key, r.body, flow)
+}
+
+// EncodeRequest is PrepareRequest then Seal(flow).
+func EncodeRequest(key []byte, target string, flow FlowAddrs, now time.Time, rand io.Reader) ([]byte, error) {
+	r, err := PrepareRequest(key, target, now, rand)
+	if err != nil {
+		return nil, err
+	}
+	return r.Seal(flow), nil
+}
+
+func requestBody(key []byte, target string, now time.Time, rand io.Reader) ([]byte, error) {
 	if len(key) < MinKeyLen {
 		return nil, fmt.Errorf("encode exit request: key shorter than %d bytes", MinKeyLen)
 	}
@@ -208,9 +290,7 @@ func EncodeRequest(key []byte, target string, now time.Time, rand io.Reader) ([]
 		b = append(b, host...)
 	}
 	b = binary.BigEndian.AppendUint16(b, port)
-	m := hmac.New(sha256.New, key)
-	m.Write(b)
-	return m.Sum(b), nil
+	return b, nil
 }
 
 // requestLen returns the whole length of a request from its first fixedLen+1 bytes (the
@@ -284,13 +364,27 @@ func readFull(r io.Reader, b []byte) error {
 // the cache is full of live nonces it refuses new requests (ReasonCacheFull) rather than
 // forget one and open a replay hole. Safe for concurrent use.
 type Verifier struct {
-	key      []byte
-	window   time.Duration
-	capacity int
+	key       []byte
+	window    time.Duration
+	capacity  int
+	notBefore time.Time // requests stamped earlier are refused (zero: no bound)
 
 	mu   sync.Mutex // guards the fields below
-	seen map[[nonceLen]byte]struct{}
+	seen map[[nonceLen]byte]nonceState
 	exp  expiryHeap // the same nonces, ordered by when they may be forgotten
+}
+
+// nonceState is what the Verifier remembers of a nonce: the flow it came with and
+// whether Admit let it in without the flow having claimed it yet with Verify.
+type nonceState struct {
+	flow     FlowAddrs
+	admitted bool
+}
+
+// SetNotBefore makes v refuse requests stamped before t (the exit's start: replays of
+// requests from before a restart). Call it before v is in use.
+func (v *Verifier) SetNotBefore(t time.Time) {
+	v.notBefore = time.UnixMilli(t.UnixMilli()) // the request's resolution
 }
 
 // NewVerifier returns a Verifier for key with the given window (DefaultWindow when
@@ -310,15 +404,42 @@ func newVerifier(key []byte, window time.Duration, capacity int) *Verifier {
 		key:      append([]byte(nil), key...),
 		window:   window,
 		capacity: capacity,
-		seen:     make(map[[nonceLen]byte]struct{}),
+		seen:     make(map[[nonceLen]byte]nonceState),
 	}
 }
 
-// Verify checks one whole request (as returned by ReadRequest) at time now and returns
-// its target as "host:port" (IPv6 in brackets). Errors are *ExitError. Checks run in
-// this order, so only authentic, fresh requests take a place in the replay cache:
-// structure, MAC, timestamp, nonce.
-func (v *Verifier) Verify(req []byte, now time.Time) (string, error) {
+// Verify checks one whole request (as returned by ReadRequest) for flow at time now and
+// returns its target as "host:port" (IPv6 in brackets). Errors are *ExitError. Checks
+// run in this order, so only authentic, fresh requests take a place in the replay
+// cache: structure, MAC (over the request and flow), timestamp, nonce. A nonce that
+// Admit let in for this same flow is claimed (once) rather than refused as a replay.
+func (v *Verifier) Verify(req []byte, flow FlowAddrs, now time.Time) (string, error) {
+	return v.check(req, flow, now, false)
+}
+
+// Admit is Verify for a SYN, before the flow exists: it checks the request the same way
+// and records its nonce as admitted for flow, for that flow's Verify to claim.
+func (v *Verifier) Admit(req []byte, flow FlowAddrs, now time.Time) error {
+	_, err := v.check(req, flow, now, true)
+	return err
+}
+
+// AdmitPayload is Admit for a SYN's payload: the request must be its first bytes.
+func (v *Verifier) AdmitPayload(payload []byte, flow FlowAddrs, now time.Time) error {
+	if len(payload) < fixedLen+1 {
+		return refusal(StatusBadRequest, ReasonTruncated, fmt.Errorf("%w: %d bytes", ErrMalformed, len(payload)))
+	}
+	n, xerr := requestLen(payload)
+	if xerr != nil {
+		return xerr
+	}
+	if len(payload) < n {
+		return refusal(StatusBadRequest, ReasonTruncated, fmt.Errorf("%w: %d bytes, header says %d", ErrMalformed, len(payload), n))
+	}
+	return v.Admit(payload[:n], flow, now)
+}
+
+func (v *Verifier) check(req []byte, flow FlowAddrs, now time.Time, admit bool) (string, error) {
 	if len(req) < fixedLen+1 {
 		return "", refusal(StatusBadRequest, ReasonTruncated, fmt.Errorf("%w: %d bytes", ErrMalformed, len(req)))
 	}
@@ -331,15 +452,17 @@ func (v *Verifier) Verify(req []byte, now time.Time) (string, error) {
 			fmt.Errorf("%w: %d bytes, header says %d", ErrMalformed, len(req), n))
 	}
 	body, mac := req[:n-macLen], req[n-macLen:]
-	m := hmac.New(sha256.New, v.key)
-	m.Write(body)
-	if !hmac.Equal(m.Sum(nil), mac) {
+	var sum [macLen]byte
+	if !hmac.Equal(requestMAC(sum[:0], v.key, body, flow), mac) {
 		return "", refusal(StatusBadAuth, ReasonBadMAC, ErrBadMAC)
 	}
 
 	ts := time.UnixMilli(int64(binary.BigEndian.Uint64(body[4:12])))
 	if d := now.Sub(ts); d > v.window || d < -v.window {
 		return "", refusal(StatusBadAuth, ReasonStale, fmt.Errorf("%w: %v off", ErrStale, d.Round(time.Millisecond)))
+	}
+	if ts.Before(v.notBefore) {
+		return "", refusal(StatusBadAuth, ReasonStale, fmt.Errorf("%w: stamped %v before this exit started", ErrStale, v.notBefore.Sub(ts).Round(time.Millisecond)))
 	}
 
 	var host string
@@ -365,28 +488,33 @@ func (v *Verifier) Verify(req []byte, now time.Time) (string, error) {
 
 	var nonce [nonceLen]byte
 	copy(nonce[:], body[12:12+nonceLen])
-	if err := v.remember(nonce, ts.Add(v.window), now); err != nil {
+	if err := v.remember(nonce, flow, admit, ts.Add(v.window), now); err != nil {
 		return "", err
 	}
 	return target, nil
 }
 
 // remember records nonce until forget (the instant its timestamp leaves the window).
-func (v *Verifier) remember(nonce [nonceLen]byte, forget, now time.Time) error {
+// A nonce admitted for flow may be claimed once by flow's Verify (admit false).
+func (v *Verifier) remember(nonce [nonceLen]byte, flow FlowAddrs, admit bool, forget, now time.Time) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	for len(v.exp) > 0 && v.exp[0].forget.Before(now) {
 		e := heap.Pop(&v.exp).(expiry)
 		delete(v.seen, e.nonce)
 	}
-	if _, dup := v.seen[nonce]; dup {
+	if st, dup := v.seen[nonce]; dup {
+		if !admit && st.admitted && st.flow == flow {
+			v.seen[nonce] = nonceState{flow: flow}
+			return nil
+		}
 		return refusal(StatusBadAuth, ReasonReplay, ErrReplay)
 	}
 	if len(v.seen) >= v.capacity {
 		return refusal(StatusGeneralFailure, ReasonCacheFull,
 			fmt.Errorf("replay cache holds %d live nonces", len(v.seen)))
 	}
-	v.seen[nonce] = struct{}{}
+	v.seen[nonce] = nonceState{flow: flow, admitted: admit}
 	heap.Push(&v.exp, expiry{forget: forget, nonce: nonce})
 	return nil
 }
@@ -408,4 +536,32 @@ func (h *expiryHeap) Pop() any {
 	e := old[len(old)-1]
 	*h = old[:len(old)-1]
 	return e
+}
+
+// newStartedVerifier is the Exit's Verifier: it refuses requests stamped before now.
+func newStartedVerifier(cfg ExitConfig) *Verifier {
+	v := newVerifier(cfg.Key, cfg.Window, cfg.ReplayCacheSize)
+	v.SetNotBefore(cfg.Now())
+	return v
+}
+
+// VerifySYN is the exit's admission check for the engine's listener
+// (tcp.ListenOptions.VerifySYN): the SYN's payload must start with a request that
+// verifies for the flow src -> dst (MAC, timestamp, fresh nonce). Refusals are counted
+// by reason like the Exit's, without a log line (anyone can send SYNs). Safe for
+// concurrent use.
+func (e *Exit) VerifySYN(src, dst netip.AddrPort, payload []byte) bool {
+	err := e.verifier.AdmitPayload(payload, FlowAddrs{Client: src, Exit: dst}, e.cfg.Now())
+	if err == nil {
+		return true
+	}
+	reason := "internal"
+	var xerr *ExitError
+	if errors.As(err, &xerr) {
+		reason = xerr.Reason
+	}
+	e.mu.Lock()
+	e.refused["syn_"+reason]++
+	e.mu.Unlock()
+	return false
 }

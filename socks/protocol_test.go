@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -14,7 +15,7 @@ var pkey = []byte("protocol-test-key-0123456789abcd")
 
 func mustEncode(t *testing.T, key []byte, target string, now time.Time) []byte {
 	t.Helper()
-	b, err := EncodeRequest(key, target, now, rand.Reader)
+	b, err := EncodeRequest(key, target, FlowAddrs{}, now, rand.Reader)
 	if err != nil {
 		t.Fatalf("EncodeRequest(%q): %v", target, err)
 	}
@@ -62,7 +63,7 @@ func TestRequestRoundTrip(t *testing.T) {
 		if string(rest) != "app data" {
 			t.Fatalf("%s: ReadRequest ate application bytes: rest %q", tc.target, rest)
 		}
-		target, err := NewVerifier(pkey, 0).Verify(got, now)
+		target, err := NewVerifier(pkey, 0).Verify(got, FlowAddrs{}, now)
 		if err != nil {
 			t.Fatalf("%s: Verify: %v", tc.target, err)
 		}
@@ -79,14 +80,14 @@ func TestEncodeRejectsBadInput(t *testing.T) {
 	now := time.Now()
 	for _, target := range []string{"", "host", ":80", "host:0", "host:65536", "host:x",
 		strings.Repeat("a", 256) + ":80", "a\x00b:80", "[fe80::1%eth0]:80"} {
-		if _, err := EncodeRequest(pkey, target, now, rand.Reader); err == nil {
+		if _, err := EncodeRequest(pkey, target, FlowAddrs{}, now, rand.Reader); err == nil {
 			t.Errorf("EncodeRequest(%q) succeeded", target)
 		}
 	}
-	if _, err := EncodeRequest(pkey[:MinKeyLen-1], "host:80", now, rand.Reader); err == nil {
+	if _, err := EncodeRequest(pkey[:MinKeyLen-1], "host:80", FlowAddrs{}, now, rand.Reader); err == nil {
 		t.Error("EncodeRequest with a short key succeeded")
 	}
-	if _, err := EncodeRequest(pkey, "host:80", now, bytes.NewReader(nil)); err == nil {
+	if _, err := EncodeRequest(pkey, "host:80", FlowAddrs{}, now, bytes.NewReader(nil)); err == nil {
 		t.Error("EncodeRequest with an empty random source succeeded")
 	}
 }
@@ -104,7 +105,7 @@ func TestEveryBitFlipRejected(t *testing.T) {
 			r := io.MultiReader(bytes.NewReader(bad), bytes.NewReader(make([]byte, MaxRequestLen)))
 			got, err := ReadRequest(r)
 			if err == nil {
-				_, err = v.Verify(got, now)
+				_, err = v.Verify(got, FlowAddrs{}, now)
 			}
 			if err == nil {
 				t.Fatalf("%s: flipping bit %d was accepted", target, bit)
@@ -115,7 +116,7 @@ func TestEveryBitFlipRejected(t *testing.T) {
 			}
 		}
 		// The untouched request still verifies: the flips did not poison the cache.
-		if _, err := v.Verify(req, now); err != nil {
+		if _, err := v.Verify(req, FlowAddrs{}, now); err != nil {
 			t.Fatalf("%s: original rejected after the flips: %v", target, err)
 		}
 	}
@@ -124,7 +125,7 @@ func TestEveryBitFlipRejected(t *testing.T) {
 func TestWrongKey(t *testing.T) {
 	now := time.Now()
 	req := mustEncode(t, []byte("another-key-another-key-another!!"), "192.0.2.1:80", now)
-	_, err := NewVerifier(pkey, 0).Verify(req, now)
+	_, err := NewVerifier(pkey, 0).Verify(req, FlowAddrs{}, now)
 	wantRefusal(t, err, StatusBadAuth, ReasonBadMAC)
 	if !errors.Is(err, ErrBadMAC) {
 		t.Errorf("error %v is not ErrBadMAC", err)
@@ -144,7 +145,7 @@ func TestTimestampWindow(t *testing.T) {
 		{-time.Hour, false}, {time.Hour, false},
 	} {
 		req := mustEncode(t, pkey, "192.0.2.1:80", now.Add(tc.skew))
-		_, err := v.Verify(req, now)
+		_, err := v.Verify(req, FlowAddrs{}, now)
 		if tc.ok && err != nil {
 			t.Errorf("skew %v rejected: %v", tc.skew, err)
 		}
@@ -158,16 +159,16 @@ func TestReplayRejected(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	v := NewVerifier(pkey, 30*time.Second)
 	req := mustEncode(t, pkey, "192.0.2.1:80", now)
-	if _, err := v.Verify(req, now); err != nil {
+	if _, err := v.Verify(req, FlowAddrs{}, now); err != nil {
 		t.Fatal(err)
 	}
-	_, err := v.Verify(req, now.Add(time.Second))
+	_, err := v.Verify(req, FlowAddrs{}, now.Add(time.Second))
 	wantRefusal(t, err, StatusBadAuth, ReasonReplay)
 	// Still refused just before the request leaves the window, as stale after it: a
 	// request can never be used twice.
-	_, err = v.Verify(req, now.Add(30*time.Second))
+	_, err = v.Verify(req, FlowAddrs{}, now.Add(30*time.Second))
 	wantRefusal(t, err, StatusBadAuth, ReasonReplay)
-	_, err = v.Verify(req, now.Add(30*time.Second+time.Millisecond))
+	_, err = v.Verify(req, FlowAddrs{}, now.Add(30*time.Second+time.Millisecond))
 	wantRefusal(t, err, StatusBadAuth, ReasonStale)
 }
 
@@ -175,16 +176,16 @@ func TestReplayCacheBoundedAndExpires(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	v := newVerifier(pkey, 30*time.Second, 4)
 	for i := range 4 {
-		if _, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", now), now.Add(time.Duration(i)*time.Millisecond)); err != nil {
+		if _, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", now), FlowAddrs{}, now.Add(time.Duration(i)*time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// Full of live nonces: refuse rather than forget one.
-	_, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", now), now)
+	_, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", now), FlowAddrs{}, now)
 	wantRefusal(t, err, StatusGeneralFailure, ReasonCacheFull)
 	// Once their timestamps left the window they are forgotten and room is made.
 	later := now.Add(31 * time.Second)
-	if _, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", later), later); err != nil {
+	if _, err := v.Verify(mustEncode(t, pkey, "192.0.2.1:80", later), FlowAddrs{}, later); err != nil {
 		t.Fatalf("after expiry: %v", err)
 	}
 	v.mu.Lock()
@@ -202,7 +203,7 @@ func TestReadRequestTruncated(t *testing.T) {
 		for i := 0; i < len(req); i++ {
 			_, err := ReadRequest(bytes.NewReader(req[:i]))
 			wantRefusal(t, err, StatusBadRequest, ReasonTruncated)
-			_, err = NewVerifier(pkey, 0).Verify(req[:i], now)
+			_, err = NewVerifier(pkey, 0).Verify(req[:i], FlowAddrs{}, now)
 			if err == nil {
 				t.Fatalf("%s: Verify accepted %d of %d bytes", target, i, len(req))
 			}
@@ -218,7 +219,7 @@ func TestReadRequestMalformed(t *testing.T) {
 		reason string
 	}{
 		{"magic", func(b []byte) { b[0] = 'G' }, ReasonMalformed},
-		{"version", func(b []byte) { b[3] = 2 }, ReasonBadVersion},
+		{"version", func(b []byte) { b[3] = 1 }, ReasonBadVersion}, // version 1 MACs did not bind the flow
 		{"address type", func(b []byte) { b[fixedLen-1] = 2 }, ReasonMalformed},
 		{"empty name", func(b []byte) { b[fixedLen] = 0 }, ReasonMalformed},
 	} {
@@ -248,10 +249,10 @@ func TestStatusSOCKSReply(t *testing.T) {
 func FuzzVerify(f *testing.F) {
 	now := time.Unix(1_800_000_000, 0)
 	for _, target := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "name.example:80"} {
-		b, _ := EncodeRequest(pkey, target, now, rand.Reader)
+		b, _ := EncodeRequest(pkey, target, FlowAddrs{}, now, rand.Reader)
 		f.Add(b)
 	}
-	f.Add([]byte("MPX\x01"))
+	f.Add([]byte("MPX\x02"))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		req, err := ReadRequest(bytes.NewReader(b))
 		if err != nil {
@@ -260,12 +261,113 @@ func FuzzVerify(f *testing.F) {
 		if len(req) > MaxRequestLen || !bytes.Equal(req, b[:len(req)]) {
 			t.Fatalf("ReadRequest returned %d bytes not a prefix of its input", len(req))
 		}
-		target, err := NewVerifier(pkey, 0).Verify(req, now)
+		target, err := NewVerifier(pkey, 0).Verify(req, FlowAddrs{}, now)
 		if err != nil {
 			return
 		}
 		if _, _, err := splitTarget(target); err != nil {
 			t.Fatalf("accepted target %q is malformed: %v", target, err)
+		}
+	})
+}
+
+// TestMACBindsFlow: a request is good for the flow it was sealed for only; changing
+// any of the four addresses or ports fails the MAC.
+func TestMACBindsFlow(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	flow := FlowAddrs{Client: netip.MustParseAddrPort("10.77.0.1:61001"), Exit: netip.MustParseAddrPort("10.77.255.2:7000")}
+	req, err := EncodeRequest(pkey, "192.0.2.1:80", flow, now, rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	others := []FlowAddrs{
+		{Client: netip.MustParseAddrPort("10.77.0.9:61001"), Exit: flow.Exit},
+		{Client: netip.MustParseAddrPort("10.77.0.1:61002"), Exit: flow.Exit},
+		{Client: flow.Client, Exit: netip.MustParseAddrPort("10.77.255.3:7000")},
+		{Client: flow.Client, Exit: netip.MustParseAddrPort("10.77.255.2:7001")},
+		{Client: flow.Exit, Exit: flow.Client},
+		{},
+	}
+	for _, o := range others {
+		_, err := NewVerifier(pkey, 0).Verify(req, o, now)
+		wantRefusal(t, err, StatusBadAuth, ReasonBadMAC)
+	}
+	if _, err := NewVerifier(pkey, 0).Verify(req, flow, now); err != nil {
+		t.Fatalf("the flow's own addresses: %v", err)
+	}
+}
+
+// TestAdmitThenClaim: a SYN's request is admitted once; the flow's own Verify (the exit
+// reading the request from the connection) claims it once; every other use is a replay.
+func TestAdmitThenClaim(t *testing.T) {
+	now := time.Unix(1_800_000_000, 0)
+	flow := FlowAddrs{Client: netip.MustParseAddrPort("10.77.0.1:61001"), Exit: netip.MustParseAddrPort("10.77.255.2:7000")}
+	req, _ := EncodeRequest(pkey, "192.0.2.1:80", flow, now, rand.Reader)
+	v := NewVerifier(pkey, 0)
+	if err := v.AdmitPayload(append(append([]byte(nil), req...), "data after"...), flow, now); err != nil {
+		t.Fatal(err)
+	}
+	wantRefusal(t, v.Admit(req, flow, now), StatusBadAuth, ReasonReplay) // a second SYN, no flow
+	if _, err := v.Verify(req, flow, now); err != nil {
+		t.Fatalf("claim by the admitted flow: %v", err)
+	}
+	_, err := v.Verify(req, flow, now)
+	wantRefusal(t, err, StatusBadAuth, ReasonReplay)
+	wantRefusal(t, v.AdmitPayload(req[:len(req)-1], flow, now), StatusBadRequest, ReasonTruncated)
+	wantRefusal(t, v.AdmitPayload(nil, flow, now), StatusBadRequest, ReasonTruncated)
+}
+
+// TestNotBefore: a request stamped before the exit started (captured, then replayed
+// after a restart, when the replay cache is empty) is refused as stale, however fresh
+// by the window.
+func TestNotBefore(t *testing.T) {
+	start := time.Unix(1_800_000_000, 0)
+	old, _ := EncodeRequest(pkey, "192.0.2.1:80", FlowAddrs{}, start.Add(-time.Millisecond), rand.Reader)
+	fresh, _ := EncodeRequest(pkey, "192.0.2.1:80", FlowAddrs{}, start, rand.Reader)
+	v := NewVerifier(pkey, 30*time.Second)
+	v.SetNotBefore(start)
+	_, err := v.Verify(old, FlowAddrs{}, start.Add(29*time.Second))
+	wantRefusal(t, err, StatusBadAuth, ReasonStale)
+	if _, err := v.Verify(fresh, FlowAddrs{}, start.Add(29*time.Second)); err != nil {
+		t.Fatalf("request stamped at the start: %v", err)
+	}
+}
+
+// FuzzAdmitPayload feeds arbitrary SYN payloads and flow ports to the exit's admission
+// check: no panics; nothing is admitted but a request sealed with the key for exactly
+// that flow; an admitted request is claimed once by its flow and never admitted again.
+func FuzzAdmitPayload(f *testing.F) {
+	now := time.Unix(1_800_000_000, 0)
+	flow := FlowAddrs{Client: netip.MustParseAddrPort("10.77.0.1:61001"), Exit: netip.MustParseAddrPort("10.77.255.2:7000")}
+	for _, target := range []string{"192.0.2.1:80", "[2001:db8::1]:80", "name.example:80"} {
+		b, _ := EncodeRequest(pkey, target, flow, now, rand.Reader)
+		f.Add(b, uint16(61001), uint16(7000))
+		f.Add(append(b, "and data"...), uint16(61001), uint16(7000))
+		f.Add(b, uint16(61002), uint16(7000))
+	}
+	f.Add([]byte("MPX\x02"), uint16(1), uint16(2))
+	f.Fuzz(func(t *testing.T, b []byte, cport, xport uint16) {
+		fl := FlowAddrs{Client: netip.AddrPortFrom(flow.Client.Addr(), cport), Exit: netip.AddrPortFrom(flow.Exit.Addr(), xport)}
+		v := NewVerifier(pkey, 0)
+		if err := v.AdmitPayload(b, fl, now); err != nil {
+			var xe *ExitError
+			if !errors.As(err, &xe) {
+				t.Fatalf("refusal %v is not an *ExitError", err)
+			}
+			return
+		}
+		n, _ := requestLen(b)
+		if _, err := NewVerifier(pkey, 0).Verify(b[:n], fl, now); err != nil {
+			t.Fatalf("admitted a request that does not verify for its flow: %v", err)
+		}
+		if fl != flow {
+			t.Fatalf("admitted a request sealed for %v on flow %v", flow, fl)
+		}
+		if v.AdmitPayload(b, fl, now) == nil {
+			t.Fatalf("admitted the same request twice")
+		}
+		if _, err := v.Verify(b[:n], fl, now); err != nil {
+			t.Fatalf("the admitted flow cannot claim its request: %v", err)
 		}
 	})
 }

@@ -22,9 +22,11 @@ type Dialer interface {
 }
 
 // FlowDialer opens the transport to the exit: a new connection whose first bytes on the
-// wire are first (the engine puts them in the SYN payload). The engine provides it;
-// tests use kernel TCP (net.Dial + Write).
-type FlowDialer func(ctx context.Context, first []byte) (net.Conn, error)
+// wire are first(addrs), addrs being the flow's addresses (the request's MAC binds
+// them), called once the local port is chosen and before anything is sent. The engine
+// provides it (first's bytes go in the SYN payload); tests use kernel TCP (net.Dial,
+// then Write).
+type FlowDialer func(ctx context.Context, first func(FlowAddrs) []byte) (net.Conn, error)
 
 // DefaultTunnelTimeout bounds opening a flow and waiting for the exit's status.
 const DefaultTunnelTimeout = 10 * time.Second
@@ -57,18 +59,20 @@ func (d *TunnelDialer) DialTarget(ctx context.Context, target string) (net.Conn,
 	if timeout <= 0 {
 		timeout = DefaultTunnelTimeout
 	}
-	req, err := EncodeRequest(d.Key, target, now(), rnd)
+	req, err := PrepareRequest(d.Key, target, now(), rnd)
 	if err != nil {
 		return nil, &ReplyError{Code: ReplyGeneralFailure, Err: fmt.Errorf("tunnel dial: %w", err)}
 	}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 
-	c, err := d.Flow(ctx, req)
+	c, err := d.Flow(ctx, req.Seal)
 	if err != nil {
 		code := ReplyGeneralFailure
 		if isTimeout(err) || errors.Is(ctx.Err(), context.DeadlineExceeded) {
 			code = ReplyTTLExpired
+			// An engine exit drops a SYN whose request does not verify without a word.
+			err = fmt.Errorf("no answer (exit unreachable, or it dropped the request: wrong key, or clocks apart by more than the window): %w", err)
 		}
 		return nil, &ReplyError{Code: code, Err: fmt.Errorf("tunnel dial %s: open flow to exit: %w", target, err)}
 	}

@@ -208,6 +208,7 @@ type Listener struct {
 	port    uint16
 	queue   chan *Conn
 	pending atomic.Int32 // handshakes in progress
+	verify  func(src, dst netip.AddrPort, payload []byte) bool
 	done    chan struct{}
 	once    sync.Once
 }

@@ -73,6 +73,7 @@ type epConfig struct {
 	acceptSYNData bool
 	health        pathHealth
 	shares        []pathShare // per path, shared by the stack's connections; may be nil
+	budget        *memBudget  // the stack's memory budget; nil: unlimited
 }
 
 // outSeg is a segment to send on a path. Payload slices point into the send buffer and
@@ -155,8 +156,10 @@ type endpoint struct {
 	done        bool // finished: the loop removes it
 
 	// Loop bookkeeping.
-	dirty   bool      // queued for finishEndpoint in this loop iteration
-	timerAt time.Time // deadline currently in the loop's timer heap
+	dirty      bool      // queued for finishEndpoint in this loop iteration
+	timerAt    time.Time // deadline currently in the loop's timer heap
+	timerRan   bool      // timer() ran in this loop iteration (finishEndpoint checks the invariant)
+	memCounted int       // bytes this endpoint has counted against cfg.budget
 
 	// Stats.
 	retransSegs, spuriousSegs uint64
@@ -383,7 +386,11 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 			e.sendACK(now, e.ackPath())
 			return
 		}
-		e.sendSYN(now, true) // our SYN-ACK was lost: answer the retransmitted SYN
+		// Our SYN-ACK was lost: answer the retransmitted SYN, but not more often than
+		// minRTO (copies of a SYN, replayed or duplicated, must not make us a reflector).
+		if f := e.tx.front(); now.Sub(f.sentAt) >= minRTO {
+			e.sendSYN(now, true)
+		}
 		return
 	}
 	if e.state == stateTimeWait && seg.Flags&FlagFIN != 0 && seg.Flags&FlagRST == 0 {
@@ -847,7 +854,17 @@ func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 			e.delAckAt = now.Add(e.delAckTimeout())
 		}
 	} else {
+		// Reorder pages count against the window and the stack's budget: a peer
+		// strewing tiny segments across the window cannot pin a page per byte.
+		// The pages are counted at once (not when the loop next accounts for the
+		// endpoint): a batch of segments must not outrun the budget.
+		held := e.rq.Mem()
+		e.rq.SetMemLimit(max(min(e.cfg.rcvLimit-e.rb.length()+reorderEdge, held+e.cfg.budget.room()), 1))
 		e.rq.Insert(e.rcvNxt, seq, data, now)
+		if d := e.rq.Mem() - held; d != 0 {
+			e.cfg.budget.add(d)
+			e.memCounted += d
+		}
 		e.ackNow = true // out of order: ACK at once, with SACK
 	}
 }
@@ -975,10 +992,17 @@ func (e *endpoint) sendRST(seq, ack uint32, withAck bool) {
 // ---------------------------------------------------------------------------------
 // Output.
 
-// freeWindow is the receive space left: the bound less unread and out-of-order bytes.
+// freeWindow is the receive space left: the bound less unread bytes and reorder pages
+// (memory, not bytes: see reorder.Queue.SetMemLimit), and no more than the stack's
+// memory budget has room for.
 func (e *endpoint) freeWindow() int {
-	return max(e.cfg.rcvLimit-e.rb.length()-e.rq.Bytes(), 0)
+	free := e.cfg.rcvLimit - e.rb.length() - max(e.rq.Bytes(), e.rq.Mem()-reorderEdge)
+	return max(min(free, e.cfg.budget.room()), 0)
 }
+
+// reorderEdge is the page memory a window may cost beyond its bytes: held ranges start
+// and end inside pages, so a window of n bytes can touch two pages more than n fills.
+const reorderEdge = 2 * reorder.PageSize
 
 // windowField computes the window to advertise, moving the right edge only forward and
 // only by worthwhile amounts (receiver-side silly window avoidance).
@@ -1427,6 +1451,16 @@ func (e *endpoint) deadline() time.Time {
 	if e.done {
 		return d
 	}
+	if e.state == stateSynSent || e.state == stateSynRcvd {
+		// timer() handles only the handshake's timers in these states. The others (a
+		// path RTO or persist timer armed by data sent in SYN-RECEIVED after taking SYN
+		// data, say) wait for the handshake: left in here they would be due, unhandled,
+		// and the loop would run the timer again at once, forever.
+		take(e.rexmitAt)
+		take(e.paceAt)
+		take(e.synAt.Add(e.cfg.synTimeout))
+		return d
+	}
 	take(e.rexmitAt)
 	take(e.delAckAt)
 	take(e.persistAt)
@@ -1452,13 +1486,12 @@ func (e *endpoint) deadline() time.Time {
 	if !e.allDownSince.IsZero() && e.cfg.userTimeout > 0 && e.state.synchronized() && e.state != stateTimeWait {
 		take(maxTime(e.allDownSince, e.lastRecv).Add(e.cfg.userTimeout))
 	}
-	if e.state == stateSynSent || e.state == stateSynRcvd {
-		take(e.synAt.Add(e.cfg.synTimeout))
-	}
 	return d
 }
 
-// timer runs whatever timers are due at now.
+// timer runs whatever timers are due at now. Invariant (asserted by the loop and the
+// tests): once timer and then output have run at now, deadline() is after now or zero
+// in every state, so a timer never fires twice at one instant.
 func (e *endpoint) timer(now time.Time) {
 	if e.done {
 		return

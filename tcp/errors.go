@@ -26,6 +26,8 @@ var (
 	ErrPortsExhausted = syscall.EADDRNOTAVAIL
 	// ErrAddrInUse: Listen on a port that already has a listener.
 	ErrAddrInUse = syscall.EADDRINUSE
+	// ErrNoMemory: the stack's memory budget has no room for another connection.
+	ErrNoMemory = syscall.ENOBUFS
 )
 
 // timeoutError is returned when a deadline passes; it matches os.ErrDeadlineExceeded.

@@ -4,6 +4,7 @@ import (
 	"container/heap"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
@@ -34,21 +35,54 @@ type loopCmd struct {
 type loop struct {
 	s *Stack
 
-	mu     sync.Mutex // guards inq, inBufs and cmds
-	inq    []Segment  // arrived segments
-	inBufs []*rxBuf   // inBufs[i] holds inq[i]'s payload (nil: none); see buffers.go
-	cmds   []loopCmd
-	notify chan struct{} // capacity 1
+	mu      sync.Mutex // guards inq, inBufs and cmds
+	inq     []Segment  // arrived segments
+	inBufs  []*rxBuf   // inBufs[i] holds inq[i]'s payload (nil: none); see buffers.go
+	inBytes int        // payload bytes in inq (bounded by Config.InputQueue)
+	cmds    []loopCmd
+	notify  chan struct{} // capacity 1
+	runs    atomic.Uint64 // loop iterations (tests: a spinning timer shows here)
 
 	// Owned by run.
-	eps      map[flowKey]*endpoint
-	conns    map[*endpoint]*Conn
-	timers   timerHeap
-	batches  [][]Segment
-	dirty    []*endpoint
-	inSpare  []Segment
-	bufSpare []*rxBuf
-	cmdSpare []loopCmd
+	eps       map[flowKey]*endpoint
+	conns     map[*endpoint]*Conn
+	timers    timerHeap
+	batches   [][]Segment
+	dirty     []*endpoint
+	inSpare   []Segment
+	bufSpare  []*rxBuf
+	cmdSpare  []loopCmd
+	rstBucket tokenBucket
+}
+
+// rstRate and rstBurst bound the resets a loop sends in answer to segments for no
+// connection (like Linux's tcp_challenge_ack_limit for challenge ACKs): they go to
+// whatever source a segment claims, so they must not become a reflector.
+const (
+	rstRate  = 100
+	rstBurst = 50
+)
+
+// tokenBucket is a rate limiter driven by the caller's clock. The zero value starts full.
+type tokenBucket struct {
+	tokens  float64
+	last    time.Time
+	started bool
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	if !b.started {
+		b.started, b.tokens, b.last = true, rstBurst, now
+	}
+	if d := now.Sub(b.last); d > 0 {
+		b.tokens = min(b.tokens+d.Seconds()*rstRate, rstBurst)
+		b.last = now
+	}
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
 }
 
 func newLoop(s *Stack) *loop {
@@ -91,6 +125,20 @@ func (l *loop) enqueueLocked(seg *Segment, buf *rxBuf) {
 	l.inBufs = append(l.inBufs, buf)
 }
 
+// inqMaxSegs bounds the segments waiting in a loop's input queue (with the byte bound
+// Config.InputQueue).
+const inqMaxSegs = 1 << 16
+
+// admitLocked reports whether a segment with n payload bytes fits the loop's input
+// queue, and counts its bytes when it does. l.mu is held.
+func (l *loop) admitLocked(n int) bool {
+	if len(l.inq) >= inqMaxSegs || l.inBytes+n > l.s.cfg.InputQueue {
+		return false
+	}
+	l.inBytes += n
+	return true
+}
+
 func (l *loop) command(c loopCmd) {
 	l.mu.Lock()
 	l.cmds = append(l.cmds, c)
@@ -110,10 +158,12 @@ func (l *loop) run() {
 			l.shutdown()
 			return
 		}
+		l.runs.Add(1)
 		now := time.Now()
 		l.mu.Lock()
 		in, bufs, cmds := l.inq, l.inBufs, l.cmds
 		l.inq, l.inBufs, l.cmds = l.inSpare[:0], l.bufSpare[:0], l.cmdSpare[:0]
+		l.inBytes = 0
 		l.mu.Unlock()
 
 		for i := range cmds {
@@ -128,6 +178,7 @@ func (l *loop) run() {
 			t := heap.Pop(&l.timers).(timerEntry)
 			if t.e.timerAt.Equal(t.at) && !t.e.done {
 				t.e.timerAt = time.Time{}
+				t.e.timerRan = true
 				t.e.timer(now)
 				l.markDirty(t.e)
 			}
@@ -252,6 +303,16 @@ func (l *loop) handleSegment(now time.Time, seg *Segment, buf *rxBuf) (taken boo
 				return
 			}
 			t := tuple{local: seg.Dst, remote: seg.Src}
+			if l.s.ep.budget.room() < newFlowReserve {
+				l.s.drops.memory.Add(1)
+				return
+			}
+			if ln.verify != nil && !ln.verify(seg.Src, seg.Dst, seg.Payload) {
+				// Not authenticated: nothing allocated, nothing sent (a reset would be
+				// reflected at whatever source the SYN claims).
+				l.s.drops.unauth.Add(1)
+				return
+			}
 			l.s.mu.Lock()
 			l.s.tuples[t] = struct{}{}
 			l.s.mu.Unlock()
@@ -269,6 +330,17 @@ func (l *loop) handleSegment(now time.Time, seg *Segment, buf *rxBuf) (taken boo
 	}
 	l.s.drops.noConn.Add(1)
 	if seg.Flags&FlagRST != 0 {
+		return
+	}
+	if seg.Flags&(FlagSYN|FlagACK) == FlagSYN {
+		if ln := l.s.listener(seg.Dst.Port()); ln != nil && ln.verify != nil {
+			return // a closed verifying listener: silence, as for an unverified SYN
+		}
+	}
+	if !l.rstBucket.take(now) {
+		// Resets to segments for no connection go to whatever source the segment
+		// claims: at most rstRate a second per loop.
+		l.s.drops.rstLimit.Add(1)
 		return
 	}
 	// RFC 9293 3.10.7.1: a segment for no connection draws a reset.
@@ -302,6 +374,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 	}
 	clear(e.out)
 	e.out = e.out[:0]
+	e.account()
 	if c == nil {
 		return
 	}
@@ -339,6 +412,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 			t.spurious.Add(ps.spurious)
 			t.delivered.Add(ps.delivered)
 		}
+		e.account()
 		delete(l.conns, e)
 		t := tuple{e.local, e.remote}
 		if k := keyOf(e.local, e.remote); l.eps[k] == e {
@@ -348,7 +422,19 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		c.finished(e.err)
 		return
 	}
-	if d := e.deadline(); !d.IsZero() && !d.Equal(e.timerAt) {
+	d := e.deadline()
+	if e.timerRan {
+		e.timerRan = false
+		if !d.IsZero() && !d.After(now) {
+			// The timer ran and left a deadline it did not handle: a bug (see timer's
+			// invariant). Count it and push the deadline out, so the bug costs a wake-up
+			// every stuckTimerDelay instead of a core spinning.
+			l.s.drops.stuckTimers.Add(1)
+			l.s.log.Error("timer left a deadline in the past", zap.Stringer("state", e.state), zap.Stringer("remote", e.remote))
+			d = now.Add(stuckTimerDelay)
+		}
+	}
+	if !d.IsZero() && !d.Equal(e.timerAt) {
 		e.timerAt = d
 		heap.Push(&l.timers, timerEntry{at: d, e: e})
 	}
@@ -409,6 +495,9 @@ func keyOf(local, remote netip.AddrPort) flowKey {
 	return flowKey(uint64(a[0])<<56 | uint64(a[1])<<48 | uint64(a[2])<<40 | uint64(a[3])<<32 |
 		uint64(remote.Port())<<16 | uint64(local.Port()))
 }
+
+// stuckTimerDelay is how far a deadline the timer failed to move is pushed out.
+const stuckTimerDelay = 10 * time.Millisecond
 
 type timerEntry struct {
 	at time.Time

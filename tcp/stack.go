@@ -60,6 +60,15 @@ type Config struct {
 	Loops         int           // event loops; default GOMAXPROCS
 	Backlog       int           // per listener: connections not yet accepted; default 1024
 
+	// MemoryBudget bounds the bytes all connections hold (unread, reorder pages, send
+	// buffers) plus the input queues; default DefaultMemoryBudget. Windows stop opening
+	// and new flows are refused when it is spent (see budget.go).
+	MemoryBudget int
+	// InputQueue bounds, per loop, the payload bytes of arrived segments waiting for
+	// the loop; beyond it segments are dropped (Stats.DropsQueue). Default
+	// DefaultInputQueue.
+	InputQueue int
+
 	Logger *zap.Logger
 	Secret []byte // ISN secret (RFC 6528); default random
 }
@@ -79,8 +88,8 @@ type Stack struct {
 	nextPort  uint16
 
 	health      []pathHealthState
-	probeTarget atomic.Pointer[netip.AddrPort]
-	probeSeq    atomic.Uint32
+	probeTarget atomic.Pointer[netip.AddrPort] // a peer we dialled or that authenticated
+	probeSent   atomic.Pointer[netip.AddrPort] // where the current round of probes went
 	counters    []PathCounters
 	totals      []pathTotals // counters of connections that have ended
 	drops       dropCounters
@@ -120,6 +129,14 @@ type pathTotals struct {
 
 type dropCounters struct {
 	notOurs, noConn, backlog, closed atomic.Uint64
+	memory                           atomic.Uint64 // SYNs refused: the memory budget had no room for a flow
+	queue                            atomic.Uint64 // segments dropped: the loop's input queue was full
+	unauth                           atomic.Uint64 // SYNs the listener's VerifySYN refused
+	rstLimit                         atomic.Uint64 // resets not sent (rate limit)
+	probeBad                         atomic.Uint64 // probe answers that did not match (source or value)
+	// stuckTimers counts timer runs that left a deadline at or before now (a bug: the
+	// loop pushes such a deadline out rather than spin; tests assert it stays 0).
+	stuckTimers atomic.Uint64
 }
 
 // NewStack returns a running stack that sends through link. Feed it inbound segments
@@ -152,6 +169,11 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 	def(&cfg.SendBuffer, 16<<20)
 	def(&cfg.Loops, runtime.GOMAXPROCS(0))
 	def(&cfg.Backlog, 1024)
+	def(&cfg.MemoryBudget, DefaultMemoryBudget)
+	def(&cfg.InputQueue, DefaultInputQueue)
+	if cfg.MemoryBudget < cfg.Loops*cfg.InputQueue+newFlowReserve {
+		return nil, fmt.Errorf("tcp: memory budget %d: need more than the input queues' %d×%d", cfg.MemoryBudget, cfg.Loops, cfg.InputQueue)
+	}
 	defD(&cfg.UserTimeout, 30*time.Second)
 	defD(&cfg.SYNTimeout, 10*time.Second)
 	defD(&cfg.TimeWait, 10*time.Second)
@@ -206,6 +228,7 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
 		shares:        make([]pathShare, len(cfg.Paths)),
+		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))
 	s.loops = make([]*loop, cfg.Loops)
@@ -321,7 +344,6 @@ func (s *Stack) Input(segs []Segment) {
 			continue
 		}
 		l := s.loopFor(tuple{local: seg.Dst, remote: seg.Src})
-		buf := copyPayload(seg)
 		if l != held {
 			if held != nil {
 				held.mu.Unlock()
@@ -329,7 +351,11 @@ func (s *Stack) Input(segs []Segment) {
 			held = l
 			l.mu.Lock()
 		}
-		l.enqueueLocked(seg, buf)
+		if !l.admitLocked(len(seg.Payload)) {
+			s.drops.queue.Add(1)
+			continue
+		}
+		l.enqueueLocked(seg, copyPayload(seg))
 		seen := false
 		for _, t := range touched[:nt] {
 			if t == l {
@@ -385,6 +411,10 @@ type DialOptions struct {
 	// SYNData is sent in the SYN (up to one segment). A peer that does not take SYN data
 	// (a kernel without TFO) gets it again right after the handshake.
 	SYNData []byte
+	// SYNDataFunc, when set (and SYNData is not), builds the SYN data once the local
+	// address is chosen: a request that authenticates the flow's addresses and ports.
+	// It runs on the caller's goroutine.
+	SYNDataFunc func(local, remote netip.AddrPort) []byte
 	// NoTimestamps leaves the timestamp option (RFC 7323) out of the SYN. Use it towards
 	// kernel peers: Linux discards data whose timestamp is older than that of the last
 	// in-order segment (PAWS), and sprayed segments routinely are: once a retransmission
@@ -414,6 +444,9 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	if !s.anyPathUp() {
 		return nil, opErr(ErrNoPath)
 	}
+	if s.ep.budget.room() < newFlowReserve {
+		return nil, opErr(ErrNoMemory)
+	}
 	local, err := s.allocPort(remote)
 	if err != nil {
 		return nil, opErr(err)
@@ -422,6 +455,9 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	now := time.Now()
 	e := newEndpoint(&s.ep, local, remote, s.isn(local, remote), now)
 	e.noTS = opts.NoTimestamps
+	if len(opts.SYNData) == 0 && opts.SYNDataFunc != nil {
+		opts.SYNData = opts.SYNDataFunc(local, remote)
+	}
 	if len(opts.SYNData) > 0 {
 		if n, err := e.sb.write(opts.SYNData); err != nil || n < len(opts.SYNData) {
 			s.releaseTuple(tuple{local, remote})
@@ -445,14 +481,31 @@ func (s *Stack) DialOptions(ctx context.Context, remote netip.AddrPort, opts Dia
 	}
 }
 
+// ListenOptions are the optional parts of a Listen.
+type ListenOptions struct {
+	// VerifySYN, when set, is asked about every SYN that would open a new connection,
+	// before the stack allocates anything for it: src and dst are the SYN's addresses,
+	// payload its data (valid only during the call). false drops the SYN silently: no
+	// SYN-ACK, no reset, only Stats.DropsUnauth counts it. A retransmitted SYN of a
+	// connection that exists goes to that connection and is not asked about again. It
+	// runs on a loop goroutine, after the backlog and memory checks: it must be quick
+	// and safe for concurrent use.
+	VerifySYN func(src, dst netip.AddrPort, payload []byte) bool
+}
+
 // Listen returns a listener for port on the stack's address.
 func (s *Stack) Listen(port uint16) (*Listener, error) {
+	return s.ListenOptions(port, ListenOptions{})
+}
+
+// ListenOptions is Listen with options.
+func (s *Stack) ListenOptions(port uint16, opts ListenOptions) (*Listener, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if _, ok := s.listeners[port]; ok {
 		return nil, &net.OpError{Op: "listen", Net: "tcp", Addr: net.TCPAddrFromAddrPort(netip.AddrPortFrom(s.cfg.Addr, port)), Err: ErrAddrInUse}
 	}
-	ln := &Listener{s: s, port: port, queue: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{})}
+	ln := &Listener{s: s, port: port, queue: make(chan *Conn, s.cfg.Backlog), done: make(chan struct{}), verify: opts.VerifySYN}
 	s.listeners[port] = ln
 	return ln, nil
 }
@@ -510,6 +563,7 @@ func (s *Stack) prober() {
 		if target == nil {
 			continue
 		}
+		s.probeSent.Store(target)
 		for p := range s.health {
 			h := &s.health[p]
 			if h.probeAck.Load() != 0 && !h.answered.Load() {
@@ -517,7 +571,14 @@ func (s *Stack) prober() {
 					s.pathReport(p, false)
 				}
 			}
-			ack := s.probeSeq.Add(1)<<8 | uint32(p&0xff)
+			// The answer must echo this value: unpredictable, so nobody off the path can
+			// forge an answer that keeps a dead path up.
+			var rnd [4]byte
+			rand.Read(rnd[:])
+			ack := binary.BigEndian.Uint32(rnd[:])&^0xff | uint32(p&0xff)
+			if ack>>8 == 0 {
+				ack |= 0x100 // 0 means "no probe outstanding"
+			}
 			h.answered.Store(false)
 			h.probeAck.Store(ack)
 			seg := Segment{
@@ -532,16 +593,22 @@ func (s *Stack) prober() {
 	}
 }
 
+// probeAnswer takes a RST to the probe port: an answer only when it comes from the
+// probed peer and echoes the probe's unpredictable value.
 func (s *Stack) probeAnswer(seg *Segment) {
 	p := int(seg.Seq & 0xff)
-	if p >= len(s.health) {
+	to := s.probeSent.Load()
+	if p >= len(s.health) || to == nil || seg.Src != *to {
+		s.drops.probeBad.Add(1)
 		return
 	}
 	h := &s.health[p]
-	if seg.Seq == h.probeAck.Load() {
-		h.answered.Store(true)
-		s.pathReport(p, true)
+	if seg.Seq != h.probeAck.Load() {
+		s.drops.probeBad.Add(1)
+		return
 	}
+	h.answered.Store(true)
+	s.pathReport(p, true)
 }
 
 // send hands a batch to the link and counts it.

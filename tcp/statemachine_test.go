@@ -132,6 +132,9 @@ func runUntil(t testing.TB, e *endpoint, now, until time.Time) []outSeg {
 		}
 		e.timer(now)
 		out = append(out, flush(e, now)...)
+		if d2 := e.deadline(); !e.done && !d2.IsZero() && !d2.After(now) {
+			t.Fatalf("%v: timer deadline %v not moved past now %v after firing", e.state, d2.Sub(smT0), now.Sub(smT0))
+		}
 	}
 	return out
 }
@@ -1634,7 +1637,9 @@ func (p *pair) collect(i int) {
 		return
 	}
 	p.wire[i] = append(p.wire[i], drainOut(e)...)
-	if !p.app[i].accepted && e.state.synchronized() {
+	// The loop hands a listener's connection to Accept once it took SYN data, before the
+	// handshake ends (the exit answers then): the application may write in SYN-RECEIVED.
+	if !p.app[i].accepted && (e.state.synchronized() || e.state == stateSynRcvd && e.synDataTaken) {
 		p.app[i].accepted = true
 	}
 }

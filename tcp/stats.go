@@ -36,10 +36,19 @@ type Stats struct {
 	ReorderMaxDepth  int
 	ReorderMaxBytes  int
 	ReorderHeldBytes int
+	ReorderMem       int // bytes of reorder pages held (what the held bytes cost)
 	ReorderHoldMax   time.Duration
 	DropsNotOurs     uint64
 	DropsNoConn      uint64
 	DropsBacklog     uint64
+	DropsUnauth      uint64 // SYNs the listener's VerifySYN refused (dropped silently)
+	DropsMemory      uint64 // SYNs refused: the memory budget had no room for a flow
+	DropsQueue       uint64 // segments dropped: a loop's input queue was full
+	MemoryUsed       int    // bytes counted against Config.MemoryBudget
+	MemoryBudget     int
+	DropsRSTLimit    uint64 // resets to segments for no connection not sent (rate limit)
+	DropsProbe       uint64 // path-probe answers refused (wrong source or value)
+	StuckTimers      uint64 // timer runs that left a deadline in the past (a bug; should stay 0)
 }
 
 type statsReq struct {
@@ -88,6 +97,14 @@ func (s *Stack) Stats() Stats {
 	st.DropsNotOurs = s.drops.notOurs.Load()
 	st.DropsNoConn = s.drops.noConn.Load()
 	st.DropsBacklog = s.drops.backlog.Load()
+	st.StuckTimers = s.drops.stuckTimers.Load()
+	st.DropsUnauth = s.drops.unauth.Load()
+	st.DropsMemory = s.drops.memory.Load()
+	st.DropsQueue = s.drops.queue.Load()
+	st.MemoryUsed = s.MemoryUsed()
+	st.MemoryBudget = s.cfg.MemoryBudget
+	st.DropsRSTLimit = s.drops.rstLimit.Load()
+	st.DropsProbe = s.drops.probeBad.Load()
 	return st
 }
 
@@ -122,6 +139,7 @@ func (l *loop) fillStats(req *statsReq) {
 		st.ReorderMaxDepth = max(st.ReorderMaxDepth, rs.MaxDepth)
 		st.ReorderMaxBytes = max(st.ReorderMaxBytes, rs.MaxBytes)
 		st.ReorderHeldBytes += e.rq.Bytes()
+		st.ReorderMem += e.rq.Mem()
 		st.ReorderHoldMax = max(st.ReorderHoldMax, rs.HoldMax)
 	}
 }

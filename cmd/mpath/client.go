@@ -128,11 +128,14 @@ func runClient(args []string) error {
 			Key:     key,
 			Timeout: *dialTimeout,
 			Logger:  log.Named("tunnel"),
-			Flow: func(ctx context.Context, first []byte) (net.Conn, error) {
+			Flow: func(ctx context.Context, first func(socks.FlowAddrs) []byte) (net.Conn, error) {
 				// No timestamps between engines: the engine takes RTT samples from its
 				// transmit log, not from TSecr, so the option would only cost 12 bytes
 				// of every segment (0.8% of a path) and one SACK block of every ACK.
-				return n.stack.DialOptions(ctx, exit, tcp.DialOptions{SYNData: first, NoTimestamps: true})
+				return n.stack.DialOptions(ctx, exit, tcp.DialOptions{NoTimestamps: true,
+					SYNDataFunc: func(local, remote netip.AddrPort) []byte {
+						return first(socks.FlowAddrs{Client: local, Exit: remote})
+					}})
 			},
 		}
 	}

@@ -11,6 +11,7 @@ import (
 
 	"mpath/raw"
 	"mpath/socks"
+	"mpath/tcp"
 )
 
 const exitMore = `
@@ -21,8 +22,11 @@ MACs, timestamps off by more than 30 s, replayed nonces and denied targets, dial
 target with the kernel's TCP (IPv4, IPv6 or a name it resolves) and copies bytes both
 ways with half-close. Its own segments go back sprayed over its --path list.
 
-It is never an open proxy: requests without the key are refused and counted. Loopback
-and unspecified targets are refused always; cloud metadata addresses (169.254.169.254,
+It is never an open proxy: requests without the key are refused and counted. A SYN
+must carry a valid request (its MAC binds the flow's addresses and ports; timestamps
+older than the exit's start are refused, so replays do not survive a restart): other
+SYNs are dropped before anything is kept for them and draw no answer. Loopback and
+unspecified targets are refused always; cloud metadata addresses (169.254.169.254,
 fd00:ec2::254, fd20:ce::254, 100.100.100.200, 168.63.129.16, ...) always unless
 --allow-target names one exactly (a /32 or /128, which also wins over --deny-target).
 Link-local, multicast and broadcast are denied by default (--deny-target adds to that
@@ -117,11 +121,13 @@ func runExit(args []string) error {
 		return err
 	}
 	defer n.close()
-	ln, err := n.stack.Listen(la.Port())
+	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns, Logger: log.Named("exit")})
 	if err != nil {
 		return err
 	}
-	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns, Logger: log.Named("exit")})
+	// A SYN without a valid request in its payload is dropped before the engine keeps
+	// anything for it (issue 10).
+	ln, err := n.stack.ListenOptions(la.Port(), tcp.ListenOptions{VerifySYN: x.VerifySYN})
 	if err != nil {
 		return err
 	}

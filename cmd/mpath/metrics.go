@@ -47,6 +47,8 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_flows", "engine connections (all states)"},
 	{"mpath_reorder_max_depth", "most segments held out of order by one live connection"},
 	{"mpath_reorder_held_bytes", "bytes held out of order now, all connections"},
+	{"mpath_engine_memory_bytes", "bytes counted against the engine's memory budget (buffers of all flows, input queues)"},
+	{"mpath_engine_memory_budget_bytes", "the engine's memory budget (--mem-budget)"},
 	{"mpath_reorder_hold_max_seconds", "longest time a live connection held a segment out of order"},
 	{"mpath_engine_drops_total", "segments the engine dropped, by reason"},
 	{"mpath_link_drops_total", "packets the raw link dropped, by reason"},
@@ -133,10 +135,17 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("mpath_flows", float64(st.Flows))
 	gauge("mpath_reorder_max_depth", float64(st.ReorderMaxDepth))
 	gauge("mpath_reorder_held_bytes", float64(st.ReorderHeldBytes))
+	gauge("mpath_engine_memory_bytes", float64(st.MemoryUsed))
+	gauge("mpath_engine_memory_budget_bytes", float64(st.MemoryBudget))
 	gauge("mpath_reorder_hold_max_seconds", st.ReorderHoldMax.Seconds())
 	counter("mpath_engine_drops_total", float64(st.DropsNotOurs), "not_ours")
 	counter("mpath_engine_drops_total", float64(st.DropsNoConn), "no_connection")
 	counter("mpath_engine_drops_total", float64(st.DropsBacklog), "backlog_full")
+	counter("mpath_engine_drops_total", float64(st.DropsUnauth), "unauthenticated_syn")
+	counter("mpath_engine_drops_total", float64(st.DropsMemory), "memory_budget")
+	counter("mpath_engine_drops_total", float64(st.DropsQueue), "input_queue_full")
+	counter("mpath_engine_drops_total", float64(st.DropsRSTLimit), "rst_rate_limit")
+	counter("mpath_engine_drops_total", float64(st.DropsProbe), "bad_probe_answer")
 	if c.link != nil {
 		for reason, v := range c.link.Stats().Drops {
 			counter("mpath_link_drops_total", float64(v), reason)

@@ -176,6 +176,7 @@ type engineFlags struct {
 	ports      string
 	metrics    string
 	recvWindow int
+	memBudget  int
 	mss        int
 	keepalive  time.Duration
 	debug      bool
@@ -192,6 +193,7 @@ func (f *engineFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&f.ports, "ports", "61000-65535", "local `range` for engine flows, kept out of the kernel's way by the nftables guard (keep it outside net.ipv4.ip_local_port_range)")
 	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9090 (empty: off)")
 	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `bytes` (at least 2 x sum of path rates x largest RTT)")
+	fs.IntVar(&f.memBudget, "mem-budget", tcp.DefaultMemoryBudget, "most `bytes` all flows' buffers may hold (receive, reorder pages, send, input queues); when spent, windows stop opening and new flows are refused")
 	fs.IntVar(&f.mss, "mss", 1440, "TCP MSS the engine announces and sends (`bytes`): the paths' MTU less 60 (outer and inner IPv4, TCP); 1440 for 1500-byte paths")
 	fs.DurationVar(&f.keepalive, "keepalive", time.Minute, "probe a flow idle this `long` and reset it when three probes go unanswered (0: off)")
 	fs.BoolVar(&f.debug, "debug", false, "debug logging")
@@ -254,6 +256,7 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		Paths:         tpaths,
 		Scheduler:     f.scheduler,
 		RecvWindow:    f.recvWindow,
+		MemoryBudget:  f.memBudget,
 		MSS:           f.mss,
 		KeepAlive:     f.keepalive,
 		PortFirst:     pr.First,

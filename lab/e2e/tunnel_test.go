@@ -209,6 +209,7 @@ func testTunnel(t *testing.T, mode string) {
 		// answers sprayed over the three relays, which decapsulate them for the
 		// client's kernel. Download from the TCP source, then upload to the sink.
 		t.Run("kernel-client-to-exit-listener", func(t *testing.T) {
+			t.Skip("the exit admits only SYNs that carry a valid exit request (issue 10); a kernel client's SYN carries no data")
 			key, err := socks.LoadKey(psk)
 			if err != nil {
 				t.Fatal(err)
@@ -221,7 +222,8 @@ func testTunnel(t *testing.T, mode string) {
 				}
 				t.Cleanup(func() { c.Close() })
 				_ = c.SetDeadline(time.Now().Add(time.Minute))
-				req, err := socks.EncodeRequest(key, target, time.Now(), rand.Reader)
+				flow := socks.FlowAddrs{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Exit: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+				req, err := socks.EncodeRequest(key, target, flow, time.Now(), rand.Reader)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -291,7 +293,10 @@ func testTunnel(t *testing.T, mode string) {
 	t.Run("wrong-key", func(t *testing.T) {
 		other := writeSecret(t, dir, "other-psk")
 		wc := startClient(t, l, clientOpts{psk: other, name: "client-wrong-key"})
-		refused := func() float64 { return metric(exit.scrape(t), "mpath_exit_refused_total", `reason="bad_mac"`) }
+		// The exit drops a SYN whose request does not verify before keeping anything, and
+		// answers nothing (issue 10): counted as syn_bad_mac; the client gives up at its
+		// dial timeout (10 s).
+		refused := func() float64 { return metric(exit.scrape(t), "mpath_exit_refused_total", `reason="syn_bad_mac"`) }
 		before := refused()
 		r := runHashed(cns, nil, nil, 30*time.Second, "curl", "-sS", "--socks5-hostname", socksAddr,
 			"http://"+xa+"/small.bin", "-o", "-")
@@ -302,13 +307,13 @@ func testTunnel(t *testing.T, mode string) {
 		if !strings.Contains(strings.ToLower(r.stderr), "socks") {
 			t.Errorf("curl's error does not come from the SOCKS handshake: %s", r.stderr)
 		}
-		if r.dur >= 10*time.Second {
-			t.Errorf("curl took %v to fail, want < 10 s", r.dur)
+		if r.dur >= 15*time.Second {
+			t.Errorf("curl took %v to fail, want < 15 s (the client's 10 s dial timeout)", r.dur)
 		}
 		deadline := time.Now().Add(5 * time.Second)
 		for refused() < before+1 {
 			if time.Now().After(deadline) {
-				t.Fatalf("exit's mpath_exit_refused_total{reason=\"bad_mac\"} stayed at %v", before)
+				t.Fatalf("exit's mpath_exit_refused_total{reason=\"syn_bad_mac\"} stayed at %v", before)
 			}
 			time.Sleep(pollEvery) // poll interval, not synchronisation
 		}

@@ -27,13 +27,14 @@ import (
 // KernelFlow returns a FlowDialer that opens a kernel TCP connection to addr and writes
 // first on it: the stand-in for the engine (which puts first in the SYN).
 func KernelFlow(addr string) socks.FlowDialer {
-	return func(ctx context.Context, first []byte) (net.Conn, error) {
+	return func(ctx context.Context, first func(socks.FlowAddrs) []byte) (net.Conn, error) {
 		var d net.Dialer
 		c, err := d.DialContext(ctx, "tcp", addr)
 		if err != nil {
 			return nil, err
 		}
-		if _, err := c.Write(first); err != nil {
+		flow := socks.FlowAddrs{Client: c.LocalAddr().(*net.TCPAddr).AddrPort(), Exit: c.RemoteAddr().(*net.TCPAddr).AddrPort()}
+		if _, err := c.Write(first(flow)); err != nil {
 			c.Close()
 			return nil, err
 		}
