@@ -150,7 +150,7 @@ func (l *Lab) StartNodes(ctx context.Context, cfg NodesConfig) (*Nodes, error) {
 	}
 	exitAddr := l.ExitEngineAddr().String()
 	if !cfg.Direct {
-		args := append([]string{"exit", "--listen", exitAddr, "--psk-file", n.PSK, "--metrics", l.ExitMetricsAddr()}, common...)
+		args := append([]string{"exit", "--listen", exitAddr, "--psk-file", n.PSK, "--metrics", l.ExitMetricsAddr(), "--metrics-public"}, common...)
 		args = append(append(args, l.PathFlags("exit", cfg.Paths, cfg.Weights)...), cfg.ExitArgs...)
 		p, err := StartProc(l.ExitNS(), "exit", filepath.Join(cfg.Dir, "exit.log"), cfg.Bin, args...)
 		if err != nil {

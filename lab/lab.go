@@ -486,7 +486,7 @@ func (l *Lab) RelayArgs(i int) []string {
 		"--plain",
 		"--mode", l.cfg.RelayMode,
 		"--impair", l.cfg.Paths[i-1].impairSpec(l.cfg.Seed + int64(i)),
-		"--metrics", fmt.Sprintf("0.0.0.0:%d", RelayMetricsPort),
+		"--metrics", fmt.Sprintf("0.0.0.0:%d", RelayMetricsPort), "--metrics-public",
 	}
 	return append(args, l.cfg.RelayArgs...)
 }

@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"time"
 
+	"go.uber.org/zap/zapcore"
+
 	"mpath/bench"
 	benchlab "mpath/bench/lab"
 )
@@ -44,11 +46,9 @@ examples:
   mpath bench -n 10 --expect ./big.bin --proxy socks5://127.0.0.1:1080 http://10.77.255.2/big.bin
 `
 
-// benchFlagSet is newFlagSet, assigned in init to break the initialization cycle
-// commands -> runBench -> newFlagSet -> commands (as relay.go and lab.go do).
-var benchFlagSet func(name, synopsis, more string) *flag.FlagSet
-
-func init() { benchFlagSet = newFlagSet }
+func init() {
+	register("bench", "apache-bench-like load through the proxy; --lab runs the thesis sweeps", runBench)
+}
 
 func runBench(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -100,7 +100,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	if wantsLab(args) {
 		return benchLabMain(ctx, args, stdout, stderr)
 	}
-	fs := benchFlagSet("bench", "[flags] URL", benchMore)
+	fs := newFlagSet("bench", "[flags] URL", benchMore)
 	fs.SetOutput(stderr)
 	var (
 		cfg     bench.Config
@@ -134,7 +134,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	var pos []string
 	rest := args
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := parseArgs(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -144,8 +144,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		rest = fs.Args()[1:]
 	}
 	if len(pos) != 1 {
-		fs.Usage()
-		return fmt.Errorf("want exactly one URL, got %d arguments", len(pos))
+		return usageErrorf("want exactly one URL, got %d arguments", len(pos))
 	}
 	cfg.URL = pos[0]
 	if !flagGiven(fs, "n") && cfg.Duration > 0 {
@@ -172,7 +171,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		cfg.TLS = &tls.Config{InsecureSkipVerify: true}
 	}
 	if debug {
-		log := newLogger(true).Named("bench")
+		log := newLogger(zapcore.DebugLevel, "auto").Named("bench")
 		defer log.Sync()
 		cfg.Logger = log
 	}
@@ -264,7 +263,7 @@ Examples:
 
 // benchLabMain is `mpath bench --lab`: flags, then benchlab.Run.
 func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
-	fs := benchFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
+	fs := newFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
 		fmt.Sprintf(benchLabMore, benchlab.ScenarioHelp()))
 	fs.SetOutput(stderr)
 	var opt benchlab.Options
@@ -278,14 +277,14 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
 	render := fs.Bool("render", false, "no lab: re-draw report.md and the charts in --out from its results.json, e.g. --lab all --render --out bench-out")
 	debug := fs.Bool("debug", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("--lab takes no URL (unexpected %q)", fs.Args())
+		return usageErrorf("--lab takes no URL (unexpected %q)", fs.Args())
 	}
 	if *scen == "" {
-		return fmt.Errorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
+		return usageErrorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
 	}
 	opt.Scenarios = strings.Split(*scen, ",")
 	if opt.Quick && !flagGiven(fs, "seconds") {
@@ -310,7 +309,11 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 		}
 		return nil
 	}
-	log := newLogger(*debug).Named("bench")
+	level := zapcore.InfoLevel
+	if *debug {
+		level = zapcore.DebugLevel
+	}
+	log := newLogger(level, "auto").Named("bench")
 	defer log.Sync()
 	opt.Logger = log
 	_, err := benchlab.Run(ctx, opt)

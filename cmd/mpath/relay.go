@@ -2,19 +2,9 @@ package main
 
 import (
 	"context"
-	"errors"
-	"flag"
-	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"mpath/raw"
@@ -47,7 +37,7 @@ Modes:
 
 Examples:
   mpath relay --allow 10.77.0.0/16
-  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics :9100
+  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics :9466 --metrics-public
   mpath relay --allow 10.77.0.0/16 --plain --impair delay=40ms,loss=1%,seed=3
 
 Metrics (Prometheus text at http://ADDR/metrics): mpath_relay_forwarded_packets_total{mode},
@@ -55,45 +45,46 @@ mpath_relay_forwarded_bytes_total{mode}, mpath_relay_dropped_packets_total{reaso
 SIGINT/SIGTERM stop the relay, remove the nftables table, log the counters, exit 0.
 `
 
-// relayFlagSet is newFlagSet, assigned in init: calling newFlagSet directly from
-// runRelay makes an initialization cycle (commands -> runRelay -> newFlagSet ->
-// commands) that the compiler rejects.
-var relayFlagSet func(name, synopsis, more string) *flag.FlagSet
-
-func init() { relayFlagSet = newFlagSet }
+func init() {
+	register("relay", "userspace IPIP forwarder with an allowlist and impairments", runRelay)
+}
 
 func runRelay(args []string) error {
-	fs := relayFlagSet("relay", "--allow CIDR[,CIDR...] [--mode forward|reencap] [--plain] [--impair SPEC] [--metrics ADDR]", relayMore)
-	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRs` every outer source, inner source and inner destination must be in (required), e.g. 10.77.0.0/16")
-	modeFlag := fs.String("mode", "forward", "`forward` (decapsulate and route) or reencap (new outer header from this relay)")
+	fs := newFlagSet("relay", "--allow CIDR[,CIDR...] [--mode forward|reencap] [--plain] [--impair SPEC] [flags]", relayMore)
+	config := fs.String("config", "", "read flags from `FILE`, one per line (\"allow 10.77.0.0/16\"); see Configuration below")
+	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRS` every outer source, inner source and inner destination must be in (required), e.g. 10.77.0.0/16")
+	modeFlag := fs.String("mode", "forward", "`MODE`: forward (decapsulate and route) or reencap (new outer header from this relay)")
 	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow, with the same impairments; for hosts with ip_forward=0 (the lab)")
 	impairFlag := fs.String("impair", "", "impairments for forwarded packets (`SPEC`, keys below), e.g. delay=30ms,jitter=5ms,loss=0.5%,dup=0.1%,reorder=1%,rate=10mbit,seed=7")
-	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address`, e.g. :9100 or 127.0.0.1:9100 (empty: off)")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
-	debug := fs.Bool("debug", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	var ops opsFlags
+	ops.register(fs, defaultRelayMetrics)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	_ = config
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *allowFlag == "" {
-		fs.Usage()
-		return errors.New("--allow is required")
+		return usageErrorf("--allow is required")
 	}
 	allow, err := relay.ParseAllowlist(*allowFlag)
 	if err != nil {
-		return err
+		return usageErrorf("--allow: %w", err)
 	}
 	mode, err := relay.ParseMode(*modeFlag)
 	if err != nil {
-		return err
+		return usageErrorf("--mode: %w", err)
 	}
 	spec, err := relay.ParseImpair(*impairFlag)
 	if err != nil {
+		return usageErrorf("--impair: %w", err)
+	}
+	if err := ops.check(); err != nil {
 		return err
 	}
-	log := newLogger(*debug).Named("relay")
+	log := ops.logger("relay")
 	defer func() { _ = log.Sync() }()
 
 	if tun := relay.KernelTunnels(); len(tun) > 0 {
@@ -103,12 +94,17 @@ func runRelay(args []string) error {
 
 	src, err := relay.NewRawSource(*plain)
 	if err != nil {
-		return err
+		return capabilityHint(err)
 	}
+	running := false // Run closes src when it ends
+	defer func() {
+		if !running {
+			src.Close()
+		}
+	}()
 	sink, err := relay.NewRawSink()
 	if err != nil {
-		src.Close()
-		return err
+		return capabilityHint(err)
 	}
 	defer sink.Close()
 
@@ -116,8 +112,7 @@ func runRelay(args []string) error {
 	if !*noGuard {
 		guard, err = relay.InstallGuard(allow)
 		if err != nil {
-			src.Close()
-			return err
+			return capabilityHint(err)
 		}
 		defer func() {
 			if err := guard.Close(); err != nil {
@@ -128,58 +123,57 @@ func runRelay(args []string) error {
 
 	r, err := relay.New(relay.Config{Allow: allow, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
 	if err != nil {
-		src.Close()
 		return err
 	}
 
-	var srv *http.Server
-	metricsAddr := ""
-	if *metrics != "" {
-		reg := prometheus.NewRegistry()
-		cs := append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mpath_relay_capture_kernel_drops_total",
-			Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
-		}, func() float64 { return float64(src.Stats().KernelDrops) }))
-		for _, c := range cs {
-			if err := reg.Register(c); err != nil {
-				src.Close()
-				return fmt.Errorf("metrics: %w", err)
-			}
-		}
-		ln, err := net.Listen("tcp", *metrics)
-		if err != nil {
-			src.Close()
-			return fmt.Errorf("metrics: %w", err)
-		}
-		metricsAddr = ln.Addr().String()
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", zap.Error(err))
-			}
-		}()
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
+	reg, err := newRegistry(append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mpath_relay_capture_kernel_drops_total",
+		Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
+	}, func() float64 { return float64(src.Stats().KernelDrops) }))...)
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	if err := ops.startEndpoints(ctx, log, reg, errc); err != nil {
+		return err
+	}
 	// The lab waits for this line.
 	log.Info("relay ready",
 		zap.String("allow", allow.String()),
 		zap.Stringer("mode", mode),
 		zap.Bool("plain", *plain),
 		zap.String("impair", spec.String()),
-		zap.String("metrics", metricsAddr),
+		zap.String("metrics", ops.metrics),
 		zap.Bool("guard", guard != nil),
 		zap.String("local", localList(r)))
-	runErr := r.Run(ctx)
-	if srv != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(shutdownCtx)
-		cancel()
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("readiness notification", zap.Error(err))
 	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	stopErr := make(chan error, 1) // a serving goroutine's error ends the relay
+	go func() {
+		select {
+		case err := <-errc:
+			log.Error("stopping", zap.Error(err))
+			stopErr <- err
+			rcancel()
+		case <-rctx.Done():
+		}
+	}()
+	running = true
+	runErr := r.Run(rctx)
+	rcancel()
+	_ = sdNotify("STOPPING=1")
 	log.Info("relay stopped", append(r.Stats().Fields(), zap.Uint64("capture_kernel_drops", src.Stats().KernelDrops))...)
+	if runErr == nil {
+		select {
+		case runErr = <-stopErr:
+		default:
+		}
+	}
 	return runErr
 }
 

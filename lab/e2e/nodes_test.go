@@ -105,7 +105,7 @@ func startExit(t *testing.T, l *lab.Lab, psk string, extra ...string) *node {
 	t.Helper()
 	listen := fmt.Sprintf("%s:%d", l.ExitAddr(), exitPort)
 	metrics := fmt.Sprintf("%s:%d", l.ExitAddr(), exitMetricPort)
-	args := []string{mpathBin(t), "exit", "--listen", listen, "--psk-file", psk, "--metrics", metrics, drainFlag}
+	args := []string{mpathBin(t), "exit", "--listen", listen, "--psk-file", psk, "--metrics", metrics, "--metrics-public", drainFlag}
 	for i := 1; i <= l.N(); i++ {
 		dev, _, relay := l.ExitPath(i)
 		args = append(args, "--path", fmt.Sprintf("dev=%s,relay=%s", dev, relay))
