@@ -101,7 +101,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		return benchLabMain(ctx, args, stdout, stderr)
 	}
 	fs := newFlagSet("bench", "[flags] URL", benchMore)
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout) // --help
 	var (
 		cfg     bench.Config
 		headers headerList
@@ -120,7 +120,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	fs.StringVar(&cfg.Method, "m", "GET", "method: GET or HEAD")
 	fs.Var(&headers, "H", "extra request header `\"Name: value\"` (repeatable)")
 	fs.StringVar(&cfg.Proxy, "proxy", "", "proxy `URL`: socks5://HOST:PORT (resolve here), socks5h://HOST:PORT (resolve at the proxy) or http://HOST:PORT")
-	fs.StringVar(&cfg.ProxyUser, "proxy-user", "", "proxy credentials `user:password` (SOCKS5 RFC 1929 or HTTP Basic)")
+	fs.StringVar(&cfg.ProxyUser, "proxy-user", "", "proxy credentials `USER:PASSWORD` (SOCKS5 RFC 1929 or HTTP Basic)")
 	fs.StringVar(&cfg.ExpectSHA256, "sha256", "", "every 2xx body must have this sha256 (`HEX`), else it is a failure")
 	fs.StringVar(&expect, "expect", "", "every 2xx body must equal this `FILE` (its length and sha256)")
 	fs.BoolVar(&cfg.VariableLength, "l", false, "accept bodies whose length differs from the first response's (ab -l)")
@@ -265,7 +265,7 @@ Examples:
 func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
 	fs := newFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
 		fmt.Sprintf(benchLabMore, benchlab.ScenarioHelp()))
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout) // --help
 	var opt benchlab.Options
 	scen := fs.String("lab", "", "comma-separated `scenarios` to run, or all, e.g. rates,weights")
 	fs.BoolVar(&opt.Quick, "quick", false, "a few cells of each scenario with tiny transfers (for tests), e.g. --quick")

@@ -80,6 +80,9 @@ func printFlags(w io.Writer, fs *flag.FlagSet) {
 			name = strings.ToUpper(name) // a type name: "duration" -> DURATION
 		}
 		line := "  --" + f.Name
+		if len(f.Name) == 1 {
+			line = "  -" + f.Name // ab-style single letters: -n, -c
+		}
 		if name != "" {
 			line += " " + name
 		}

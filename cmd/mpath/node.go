@@ -201,11 +201,11 @@ func (f *engineFlags) check() error {
 	if err := f.opsFlags.check(); err != nil {
 		return err
 	}
-	if len(f.paths) == 0 {
-		return usageErrorf("at least one --path is needed")
-	}
 	if !slices.Contains(spray.Names, f.scheduler) {
 		return usageErrorf("--scheduler %q: want one of %s", f.scheduler, strings.Join(spray.Names, ", "))
+	}
+	if len(f.paths) == 0 {
+		return usageErrorf("at least one --path is needed")
 	}
 	pr, err := parsePortRange(f.ports)
 	if err != nil {

@@ -128,10 +128,7 @@ func runRelay(args []string) error {
 
 	ctx, stop := signalContext()
 	defer stop()
-	reg, err := newRegistry(append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
-		Name: "mpath_relay_capture_kernel_drops_total",
-		Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
-	}, func() float64 { return float64(src.Stats().KernelDrops) }))...)
+	reg, err := relayRegistry(r, func() uint64 { return src.Stats().KernelDrops })
 	if err != nil {
 		return err
 	}
@@ -175,6 +172,15 @@ func runRelay(args []string) error {
 		}
 	}
 	return runErr
+}
+
+// relayRegistry is the relay's metrics registry; kernelDrops reads the capture ring's
+// drop counter.
+func relayRegistry(r *relay.Relay, kernelDrops func() uint64) (*prometheus.Registry, error) {
+	return newRegistry(append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mpath_relay_capture_kernel_drops_total",
+		Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
+	}, func() float64 { return float64(kernelDrops()) }))...)
 }
 
 func localList(r *relay.Relay) string {
