@@ -1,3 +1,5 @@
+//go:build !slim
+
 package main
 
 // `mpath demo`: the one-command tour on one machine.
