@@ -50,10 +50,6 @@ type SenderStats struct {
 // NewSender opens a raw IPv4 socket; the kernel routes each packet by its destination.
 func NewSender() (*Sender, error) { return newSender("") }
 
-// NewSenderOn opens a raw IPv4 socket bound to the device dev (SO_BINDTODEVICE): every
-// packet leaves by dev whatever the routing table says for its destination.
-func NewSenderOn(dev string) (*Sender, error) { return newSender(dev) }
-
 func newSender(dev string) (*Sender, error) {
 	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_RAW|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, unix.IPPROTO_RAW)
 	if err != nil {

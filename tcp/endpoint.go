@@ -1590,15 +1590,6 @@ func (e *endpoint) pathTimeouts(now time.Time) {
 	e.armConnRTO(now)
 }
 
-func (e *endpoint) otherPathUp(p int) bool {
-	for i := range e.view {
-		if i != p && e.view[i].Up {
-			return true
-		}
-	}
-	return false
-}
-
 func (e *endpoint) anyPathUp() bool {
 	for i := range e.view {
 		if e.view[i].Up {

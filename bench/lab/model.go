@@ -3,7 +3,6 @@ package benchlab
 import (
 	"fmt"
 	"sort"
-	"strings"
 	"time"
 )
 
@@ -237,18 +236,6 @@ func kB(bps float64) string {
 
 // pct formats a fraction as a percentage.
 func pct(f float64) string { return fmt.Sprintf("%.0f%%", 100*f) }
-
-// rateLabel is a column label for a per-path rate in bytes/s: "20 kB/s", "10 Mbit/s".
-func rateLabel(bps int64) string {
-	switch {
-	case bps == 0:
-		return "unlimited"
-	case bps%125000 == 0 && bps >= 125000:
-		return fmt.Sprintf("%d Mbit/s", bps/125000)
-	default:
-		return fmt.Sprintf("%s kB/s", strings.TrimSuffix(strings.TrimRight(fmt.Sprintf("%.1f", float64(bps)/1000), "0"), "."))
-	}
-}
 
 // sortedKeys returns a map's keys in order.
 func sortedKeys[V any](m map[string]V) []string {

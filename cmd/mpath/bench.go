@@ -1,3 +1,5 @@
+//go:build !slim
+
 package main
 
 import (
@@ -16,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"go.uber.org/zap/zapcore"
 
 	"mpath/bench"
 	benchlab "mpath/bench/lab"
@@ -44,11 +48,9 @@ examples:
   mpath bench -n 10 --expect ./big.bin --proxy socks5://127.0.0.1:1080 http://10.77.255.2/big.bin
 `
 
-// benchFlagSet is newFlagSet, assigned in init to break the initialization cycle
-// commands -> runBench -> newFlagSet -> commands (as relay.go and lab.go do).
-var benchFlagSet func(name, synopsis, more string) *flag.FlagSet
-
-func init() { benchFlagSet = newFlagSet }
+func init() {
+	register("bench", "apache-bench-like load through the proxy; --lab runs the thesis sweeps", runBench)
+}
 
 func runBench(args []string) error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -100,8 +102,8 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	if wantsLab(args) {
 		return benchLabMain(ctx, args, stdout, stderr)
 	}
-	fs := benchFlagSet("bench", "[flags] URL", benchMore)
-	fs.SetOutput(stderr)
+	fs := newFlagSet("bench", "[flags] URL", benchMore)
+	fs.SetOutput(stdout) // --help
 	var (
 		cfg     bench.Config
 		headers headerList
@@ -120,7 +122,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	fs.StringVar(&cfg.Method, "m", "GET", "method: GET or HEAD")
 	fs.Var(&headers, "H", "extra request header `\"Name: value\"` (repeatable)")
 	fs.StringVar(&cfg.Proxy, "proxy", "", "proxy `URL`: socks5://HOST:PORT (resolve here), socks5h://HOST:PORT (resolve at the proxy) or http://HOST:PORT")
-	fs.StringVar(&cfg.ProxyUser, "proxy-user", "", "proxy credentials `user:password` (SOCKS5 RFC 1929 or HTTP Basic)")
+	fs.StringVar(&cfg.ProxyUser, "proxy-user", "", "proxy credentials `USER:PASSWORD` (SOCKS5 RFC 1929 or HTTP Basic)")
 	fs.StringVar(&cfg.ExpectSHA256, "sha256", "", "every 2xx body must have this sha256 (`HEX`), else it is a failure")
 	fs.StringVar(&expect, "expect", "", "every 2xx body must equal this `FILE` (its length and sha256)")
 	fs.BoolVar(&cfg.VariableLength, "l", false, "accept bodies whose length differs from the first response's (ab -l)")
@@ -134,7 +136,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 	var pos []string
 	rest := args
 	for {
-		if err := fs.Parse(rest); err != nil {
+		if err := parseArgs(fs, rest); err != nil {
 			return err
 		}
 		if fs.NArg() == 0 {
@@ -144,8 +146,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		rest = fs.Args()[1:]
 	}
 	if len(pos) != 1 {
-		fs.Usage()
-		return fmt.Errorf("want exactly one URL, got %d arguments", len(pos))
+		return usageErrorf("want exactly one URL, got %d arguments", len(pos))
 	}
 	cfg.URL = pos[0]
 	if !flagGiven(fs, "n") && cfg.Duration > 0 {
@@ -172,7 +173,7 @@ func benchMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.
 		cfg.TLS = &tls.Config{InsecureSkipVerify: true}
 	}
 	if debug {
-		log := newLogger(true).Named("bench")
+		log := newLogger(zapcore.DebugLevel, "auto").Named("bench")
 		defer log.Sync()
 		cfg.Logger = log
 	}
@@ -265,9 +266,9 @@ Examples:
 
 // benchLabMain is `mpath bench --lab`: flags, then benchlab.Run.
 func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *os.File) error {
-	fs := benchFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
+	fs := newFlagSet("bench", "--lab SCENARIO[,...]|all [--quick] [--out DIR] [flags]",
 		fmt.Sprintf(benchLabMore, benchlab.ScenarioHelp()))
-	fs.SetOutput(stderr)
+	fs.SetOutput(stdout) // --help
 	var opt benchlab.Options
 	scen := fs.String("lab", "", "comma-separated `scenarios` to run, or all, e.g. rates,weights")
 	fs.BoolVar(&opt.Quick, "quick", false, "a few cells of each scenario with tiny transfers (for tests), e.g. --quick")
@@ -279,14 +280,14 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
 	render := fs.Bool("render", false, "no lab: re-draw report.md and the charts in --out from its results.json, e.g. --lab all --render --out bench-out")
 	debug := fs.Bool("debug", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("--lab takes no URL (unexpected %q)", fs.Args())
+		return usageErrorf("--lab takes no URL (unexpected %q)", fs.Args())
 	}
 	if *scen == "" {
-		return fmt.Errorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
+		return usageErrorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
 	}
 	opt.Scenarios = strings.Split(*scen, ",")
 	if opt.Quick && !flagGiven(fs, "seconds") {
@@ -311,7 +312,11 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 		}
 		return nil
 	}
-	log := newLogger(*debug).Named("bench")
+	level := zapcore.InfoLevel
+	if *debug {
+		level = zapcore.DebugLevel
+	}
+	log := newLogger(level, "auto").Named("bench")
 	defer log.Sync()
 	opt.Logger = log
 	_, err := benchlab.Run(ctx, opt)

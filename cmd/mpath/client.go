@@ -2,10 +2,10 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/netip"
+	"strconv"
 	"time"
 
 	"go.uber.org/zap"
@@ -31,43 +31,46 @@ Listening on a non-loopback address needs --socks-user/--socks-password-file, or
 Examples:
   mpath client --exit 10.77.255.2:7000 --psk-file /etc/mpath/psk \
       --path dev=c1,relay=10.77.1.2 --path dev=c2,relay=10.77.2.2 --addr 10.77.255.1
+  mpath client --config /etc/mpath/client.conf
   curl --socks5-hostname 127.0.0.1:1080 http://example.org/
   mpath client --direct --path dev=c1,relay=10.77.1.2 --path dev=c2,relay=10.77.2.2
 `
 
+func init() {
+	register("client", "SOCKS5/HTTP proxy that sprays each connection over several paths", runClient)
+}
+
 func runClient(args []string) error {
-	args, err := withConfigFile(args)
-	if err != nil {
-		return err
-	}
-	fs := newFlagSet("client", "[--socks ADDR:PORT] [--http ADDR:PORT] (--exit ADDR:PORT --psk-file FILE | --direct) --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", clientMore)
+	fs := newFlagSet("client", "[--socks ADDR:PORT] [--http ADDR:PORT] (--exit HOST:PORT --psk-file FILE | --direct) --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", clientMore)
 	var ef engineFlags
-	ef.register(fs)
-	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 front listen `address` (empty: off)")
-	httpAddr := fs.String("http", "", "HTTP proxy front listen `address` for http_proxy/https_proxy, e.g. 127.0.0.1:8080 (empty: off)")
-	exitAddr := fs.String("exit", "", "the exit's engine `address:port` (tunnel mode)")
-	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key shared with the exit (32 random bytes; make one with mpath genkey FILE)")
+	ef.register(fs, defaultClientMetrics)
+	socksAddr := fs.String("socks", "127.0.0.1:1080", "SOCKS5 front listen `ADDR:PORT` (empty: off)")
+	httpAddr := fs.String("http", "", "HTTP proxy front listen `ADDR:PORT` for http_proxy/https_proxy, e.g. 127.0.0.1:8080 (empty: off)")
+	exitAddr := fs.String("exit", "", "the exit's engine `HOST:PORT` (tunnel mode; a host name is resolved once, at start, to IPv4)")
+	pskFile := fs.String("psk-file", "", "`FILE` whose first line is the pre-shared key shared with the exit (32 random bytes; 'mpath genkey FILE' makes one)")
 	direct := fs.Bool("direct", false, "direct mode: flows go straight to their targets (unmodified servers), no exit")
 	fs.StringVar(&ef.addr, "addr", "", "inner source `IPv4` address of the flows (default: the first path's address)")
-	user := fs.String("socks-user", "", "require this user `name` on the fronts (RFC 1929 for SOCKS, Basic for HTTP)")
-	passFile := fs.String("socks-password-file", "", "`file` whose first line is the password for --socks-user")
+	user := fs.String("socks-user", "", "require this user `NAME` on the fronts (RFC 1929 for SOCKS, Basic for HTTP)")
+	passFile := fs.String("socks-password-file", "", "`FILE` whose first line is the password for --socks-user")
 	forceOpen := fs.Bool("force-open", false, "allow listening on a non-loopback address without authentication (an open proxy)")
 	maxConns := fs.Int("max-conns", 1024, "most proxy connections at once per front")
 	perClient := fs.Int("max-conns-per-client", socks.DefaultMaxConnsPerClient, "most proxy connections at once per front from one client: a remote address (IPv6: its /64) or one local user (-1: no limit)")
-	handshake := fs.Duration("handshake-timeout", 10*time.Second, "time a proxy client has to finish its handshake")
-	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "time to open a flow and hear the exit's answer")
-	config := fs.String("config", "", "read flags from `file`, one per line (\"path dev=c1,relay=10.77.1.2\"); command-line flags win")
-	_ = config
-	if err := fs.Parse(args); err != nil {
+	handshake := fs.Duration("handshake-timeout", 10*time.Second, "time (`DURATION`) a proxy client has to finish its handshake")
+	dialTimeout := fs.Duration("dial-timeout", 10*time.Second, "time (`DURATION`) to open a flow and hear the exit's answer")
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *socksAddr == "" && *httpAddr == "" {
-		return errors.New("no front: give --socks and/or --http")
+		return usageErrorf("no front: give --socks and/or --http")
+	}
+	if *maxConns < 1 || *handshake <= 0 || *dialTimeout <= 0 {
+		return usageErrorf("--max-conns, --handshake-timeout and --dial-timeout must be positive")
 	}
 	var users map[string]string
+	var err error
 	if *user != "" || *passFile != "" {
 		if users, err = socks.LoadUsers(*user, *passFile); err != nil {
 			return err
@@ -76,43 +79,55 @@ func runClient(args []string) error {
 	for _, a := range []string{*socksAddr, *httpAddr} {
 		if a != "" {
 			if err := socks.CheckListen(a, users != nil, *forceOpen); err != nil {
-				return err
+				return &usageError{err}
 			}
 		}
 	}
-	var exit netip.AddrPort
 	var key []byte
 	if *direct {
 		if *exitAddr != "" || *pskFile != "" {
-			return errors.New("--direct takes no --exit or --psk-file")
+			return usageErrorf("--direct takes no --exit or --psk-file")
 		}
 	} else {
 		if *exitAddr == "" {
-			return errors.New("--exit is required (or --direct)")
-		}
-		if exit, err = netip.ParseAddrPort(*exitAddr); err != nil || !exit.Addr().Is4() {
-			return fmt.Errorf("--exit %q: want IPv4:port", *exitAddr)
+			return usageErrorf("--exit is required (or --direct)")
 		}
 		if *pskFile == "" {
-			return errors.New("--psk-file is required in tunnel mode")
+			return usageErrorf("--psk-file is required in tunnel mode")
 		}
-		if key, err = socks.LoadKey(*pskFile); err != nil {
-			return err
-		}
-	}
-	if len(ef.paths) == 0 {
-		return errors.New("at least one --path is needed")
 	}
 	var addr netip.Addr
 	if ef.addr != "" {
 		if addr, err = netip.ParseAddr(ef.addr); err != nil || !addr.Is4() {
-			return fmt.Errorf("--addr %q: want an IPv4 address", ef.addr)
+			return usageErrorf("--addr %q: want an IPv4 address", ef.addr)
 		}
-	} else if addr, err = defaultAddr(&ef); err != nil {
+	}
+	if err := ef.check(); err != nil {
 		return err
 	}
+	var exit netip.AddrPort
+	if !*direct {
+		host, port, err := net.SplitHostPort(*exitAddr)
+		pn, perr := strconv.ParseUint(port, 10, 16)
+		if err != nil || perr != nil || pn == 0 {
+			return usageErrorf("--exit %q: want HOST:PORT", *exitAddr)
+		}
+		a, err := resolveIPv4(context.Background(), host)
+		if err != nil {
+			return fmt.Errorf("--exit: %w", err)
+		}
+		exit = netip.AddrPortFrom(a, uint16(pn))
+		if key, err = socks.LoadKey(*pskFile); err != nil {
+			return err
+		}
+	}
+	if !addr.IsValid() {
+		if addr, err = defaultAddr(&ef); err != nil {
+			return err
+		}
+	}
 
-	log := newLogger(ef.debug).Named("client")
+	log := ef.logger("client")
 	defer log.Sync()
 	n, err := startNode(log, &ef, addr, nil, false)
 	if err != nil {
@@ -139,14 +154,21 @@ func runClient(args []string) error {
 			},
 		}
 	}
+	setup := setupHistogram("mpath_flow_setup_seconds", "Time from a front's request to a flow ready for its bytes (flow open and, in tunnel mode, the exit's answer).")
 	coll := newNodeCollector("client", n.stack, n.link)
+	reg, err := newRegistry(coll, setup)
+	if err != nil {
+		return err
+	}
 	type front interface {
 		Serve(net.Listener) error
 		Shutdown(context.Context) error
 	}
+	errc := make(chan error, 1)
 	var fronts []front
 	if *socksAddr != "" {
-		s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log.Named("socks")})
+		s, err := socks.NewSOCKSServer(socks.SOCKSConfig{Dialer: &accessDialer{dialer, log.With(zap.String("front", "socks")), setup},
+			Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -156,11 +178,12 @@ func runClient(args []string) error {
 		}
 		coll.socks = s
 		fronts = append(fronts, s)
-		go s.Serve(ln)
+		go serveLoop("socks front", func() error { return s.Serve(ln) }, errc)
 		log.Info("socks5 front", zap.String("addr", ln.Addr().String()))
 	}
 	if *httpAddr != "" {
-		s, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: dialer, Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log.Named("http")})
+		s, err := socks.NewHTTPServer(socks.HTTPConfig{Dialer: &accessDialer{dialer, log.With(zap.String("front", "http")), setup},
+			Users: users, HandshakeTimeout: *handshake, MaxConns: *maxConns, MaxConnsPerClient: *perClient, Logger: log})
 		if err != nil {
 			return err
 		}
@@ -170,18 +193,18 @@ func runClient(args []string) error {
 		}
 		coll.http = s
 		fronts = append(fronts, s)
-		go s.Serve(ln)
+		go serveLoop("http front", func() error { return s.Serve(ln) }, errc)
 		log.Info("http front", zap.String("addr", ln.Addr().String()))
 	}
 	mode := "tunnel"
 	if *direct {
 		mode = "direct"
 	}
-	return n.serve(coll, ef, func(ctx context.Context) {
+	return n.serve(reg, &ef, errc, func(ctx context.Context) {
 		for _, f := range fronts {
 			f.Shutdown(ctx)
 		}
-	}, zap.String("mode", mode), zap.Stringer("addr", addr), zap.String("scheduler", ef.scheduler))
+	}, "client", zap.String("mode", mode), zap.Stringer("addr", addr), zap.String("scheduler", ef.scheduler))
 }
 
 // engineDialer dials targets (IPv4 literals; names resolved here) with engine flows.

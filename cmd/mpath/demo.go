@@ -1,3 +1,5 @@
+//go:build !slim
+
 package main
 
 // `mpath demo`: the one-command tour on one machine.
@@ -102,23 +104,27 @@ type demo struct {
 	nodes    *lab.Nodes
 }
 
+func init() {
+	register("demo", "lab up, a real download through mpath, a per-path table, lab down", runDemo)
+}
+
 func runDemo(args []string) error {
 	fs := newFlagSet("demo", "[--paths N] [--rate R,...] [--delay D,...] [--size BYTES] [--keep] [flags]", demoMore)
 	paths := fs.Int("paths", 3, "number of paths (relays), e.g. 3")
-	rate := fs.String("rate", "20mbit,10mbit,5mbit", "tbf rate per path, both directions, e.g. `20mbit,10mbit,5mbit` (\"\" or 0: unlimited)")
-	delay := fs.String("delay", "10ms,30ms,60ms", "one-way delay per path added by its relay, e.g. `10ms,30ms,60ms` (RTT = twice this)")
+	rate := fs.String("rate", "20mbit,10mbit,5mbit", "tbf rate per path, both directions, `RATE,...`, e.g. 20mbit,10mbit,5mbit (\"\" or 0: unlimited)")
+	delay := fs.String("delay", "10ms,30ms,60ms", "one-way delay per path added by its relay, `DURATION,...`, e.g. 10ms,30ms,60ms (RTT = twice this)")
 	size := fs.String("size", "auto", "`size` of the downloaded file, e.g. 64MB, 500kB, 1GiB; auto: about 12 s at the sum of the rates")
 	keep := fs.Bool("keep", false, "leave the lab, Apache, exit and client running after a successful run and print how to use and tear them down, e.g. mpath demo --keep")
 	prefix := fs.String("prefix", "mpath", "namespace `prefix`: P-c, P-r1..P-rN, P-x (a lab with this prefix is replaced), e.g. try")
-	base := fs.Int("base", 77, "second address `octet` B: addresses are 10.B.x.y, e.g. 78")
+	base := fs.Int("base", 77, "second address octet `B`: addresses are 10.B.x.y, e.g. 78")
 	mode := fs.String("mode", "forward", "relay `mode`: forward (like a stock ipip host) or reencap, e.g. reencap")
 	scheduler := fs.String("scheduler", "auto", "`scheduler` for client and exit: auto, weighted (weights from --rate) or rr, e.g. weighted")
 	timeout := fs.Duration("timeout", 10*time.Minute, "give up (and clean up) after this long, e.g. 5m")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	d := &demo{out: os.Stdout, tty: isTerminal(os.Stdout), keep: *keep, prefix: *prefix, base: *base,
 		mode: *mode, scheduler: *scheduler}
@@ -128,13 +134,13 @@ func runDemo(args []string) error {
 	switch *scheduler {
 	case "auto", "weighted", "rr":
 	default:
-		return fmt.Errorf("--scheduler %q: want auto, weighted or rr", *scheduler)
+		return usageErrorf("--scheduler %q: want auto, weighted or rr", *scheduler)
 	}
 	if *mode != "forward" && *mode != "reencap" {
-		return fmt.Errorf("--mode %q: want forward or reencap", *mode)
+		return usageErrorf("--mode %q: want forward or reencap", *mode)
 	}
 	if *timeout <= 0 {
-		return errors.New("--timeout must be positive")
+		return usageErrorf("--timeout must be positive")
 	}
 	return d.run(*timeout)
 }
@@ -142,28 +148,12 @@ func runDemo(args []string) error {
 // configure parses the per-path lists and the size.
 func (d *demo) configure(n int, rates, delays, size string) error {
 	if n < 1 || n > 99 {
-		return fmt.Errorf("--paths %d: want 1..99", n)
+		return usageErrorf("--paths %d: want 1..99", n)
 	}
 	d.specs = make([]lab.PathSpec, n)
 	d.rates = make([]int64, n)
 	each := func(name, list string, set func(i int, v string) error) error {
-		vals := strings.Split(list, ",")
-		if len(vals) != 1 && len(vals) != n {
-			return fmt.Errorf("--%s %q: want 1 or %d values", name, list, n)
-		}
-		for i := range n {
-			v := strings.TrimSpace(vals[0])
-			if len(vals) > 1 {
-				v = strings.TrimSpace(vals[i])
-			}
-			if v == "" || v == "0" {
-				continue
-			}
-			if err := set(i, v); err != nil {
-				return fmt.Errorf("--%s %q: %w", name, v, err)
-			}
-		}
-		return nil
+		return eachPath(name, list, n, set)
 	}
 	if err := each("rate", rates, func(i int, v string) error {
 		bps, err := relay.ParseRate(v)
@@ -196,7 +186,7 @@ func (d *demo) configure(n int, rates, delays, size string) error {
 	}
 	s, err := parseSize(size)
 	if err != nil {
-		return fmt.Errorf("--size: %w", err)
+		return usageErrorf("--size: %w", err)
 	}
 	d.size = s
 	return nil

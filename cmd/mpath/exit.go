@@ -2,10 +2,11 @@ package main
 
 import (
 	"context"
-	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
+	"time"
 
 	"go.uber.org/zap"
 
@@ -37,7 +38,7 @@ host's own addresses stay reachable; to close them:
 Examples:
   mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk \
       --path dev=x1,relay=10.77.101.2 --path dev=x2,relay=10.77.102.2
-  mpath exit ... --allow-target 10.0.0.0/8 --deny-target 10.9.0.0/16 --metrics 127.0.0.1:9091
+  mpath exit ... --allow-target 10.0.0.0/8 --deny-target 10.9.0.0/16 --metrics 127.0.0.1:9465
 `
 
 type prefixList []netip.Prefix
@@ -69,59 +70,73 @@ func (l *prefixList) Set(v string) error {
 	return nil
 }
 
+func init() {
+	register("exit", "far end of the tunnel: accepts authenticated flows, dials the real servers", runExit)
+}
+
 func runExit(args []string) error {
-	args, err := withConfigFile(args)
-	if err != nil {
-		return err
-	}
 	fs := newFlagSet("exit", "--listen ADDR:PORT --psk-file FILE --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", exitMore)
 	var ef engineFlags
-	ef.register(fs)
-	listen := fs.String("listen", "", "the exit's inner IPv4 `address:port` that clients' --exit names (required)")
-	pskFile := fs.String("psk-file", "", "`file` whose first line is the pre-shared key (32 random bytes: 64 hex digits, 43+ base64 characters or 32 raw bytes; make one with mpath genkey FILE; required)")
+	ef.register(fs, defaultExitMetrics)
+	listen := fs.String("listen", "", "the exit's inner IPv4 `ADDR:PORT` that clients' --exit names (required)")
+	pskFile := fs.String("psk-file", "", "`FILE` whose first line is the pre-shared key (32 random bytes: 64 hex digits, 43+ base64 characters or 32 raw bytes; required; 'mpath genkey FILE' makes one)")
 	var allow, deny prefixList
-	fs.Var(&allow, "allow-target", "only these target `CIDRs` may be dialled (comma-separated, repeatable; default: all not denied); a single address named here is exempt from --deny-target and the metadata refusal")
-	fs.Var(&deny, "deny-target", "target `CIDRs` never dialled, added to the default list (link-local, multicast, broadcast; loopback and metadata are refused always)")
+	fs.Var(&allow, "allow-target", "only these target `CIDRS` may be dialled (comma-separated, repeatable; default: all not denied); a single address named here is exempt from --deny-target and the metadata refusal")
+	fs.Var(&deny, "deny-target", "target `CIDRS` never dialled, added to the default list (link-local, multicast, broadcast; loopback and metadata are refused always)")
 	noDefaultDeny := fs.Bool("no-default-deny", false, "drop the default deny list (link-local, multicast, broadcast); loopback and cloud metadata stay refused")
 	maxConns := fs.Int("max-conns", 4096, "most flows relayed at once")
-	fs.String("config", "", "read flags from `file`, one per line; command-line flags win")
-	if err := fs.Parse(args); err != nil {
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *listen == "" || *pskFile == "" {
-		return errors.New("--listen and --psk-file are required")
+		return usageErrorf("--listen and --psk-file are required")
 	}
 	la, err := netip.ParseAddrPort(*listen)
 	if err != nil || !la.Addr().Is4() || la.Port() == 0 {
-		return fmt.Errorf("--listen %q: want IPv4:port", *listen)
+		return usageErrorf("--listen %q: want IPv4:port", *listen)
+	}
+	if *maxConns < 1 {
+		return usageErrorf("--max-conns must be positive")
+	}
+	if err := ef.check(); err != nil {
+		return err
+	}
+	if pr := ef.portRange; pr.First <= la.Port() && la.Port() <= pr.Last {
+		return usageErrorf("--listen port %d lies inside --ports %s", la.Port(), ef.ports)
 	}
 	key, err := socks.LoadKey(*pskFile)
 	if err != nil {
 		return err
-	}
-	pr, err := parsePortRange(ef.ports)
-	if err != nil {
-		return err
-	}
-	if pr.First <= la.Port() && la.Port() <= pr.Last {
-		return fmt.Errorf("--listen port %d lies inside --ports %s", la.Port(), ef.ports)
 	}
 	denyList := append([]netip.Prefix{}, deny...)
 	if !*noDefaultDeny {
 		denyList = append(socks.DefaultDeny(), deny...)
 	}
 
-	log := newLogger(ef.debug).Named("exit")
-	defer log.Sync()
+	root := ef.logger("")
+	defer root.Sync()
+	log := root.Named("exit")
 	n, err := startNode(log, &ef, la.Addr(), []raw.PortRange{{First: la.Port(), Last: la.Port()}}, true)
 	if err != nil {
 		return err
 	}
 	defer n.close()
-	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns, Logger: log.Named("exit")})
+	setup := setupHistogram("mpath_target_dial_seconds", "Time the exit took to resolve and dial a verified request's target.")
+	dialer := &net.Dialer{}
+	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns,
+		Logger: root, // names itself "exit"
+		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			start := time.Now()
+			c, err := dialer.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			setup.Observe(time.Since(start).Seconds())
+			return newLoggedConn(c, log, addr, start), nil
+		}})
 	if err != nil {
 		return err
 	}
@@ -131,9 +146,14 @@ func runExit(args []string) error {
 	if err != nil {
 		return err
 	}
-	go x.Serve(ln)
+	errc := make(chan error, 1)
+	go serveLoop("exit", func() error { return x.Serve(ln) }, errc)
 	coll := newNodeCollector("exit", n.stack, n.link)
 	coll.exit = x
-	return n.serve(coll, ef, func(ctx context.Context) { x.Shutdown(ctx) },
-		zap.Stringer("listen", la), zap.String("scheduler", ef.scheduler))
+	reg, err := newRegistry(coll, setup)
+	if err != nil {
+		return err
+	}
+	return n.serve(reg, &ef, errc, func(ctx context.Context) { x.Shutdown(ctx) },
+		"exit", zap.Stringer("listen", la), zap.String("scheduler", ef.scheduler))
 }

@@ -1,9 +1,10 @@
+//go:build !slim
+
 package main
 
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
 	"strings"
@@ -40,26 +41,28 @@ Examples:
   mpath lab down
 `
 
+func init() {
+	register("lab", "one-machine network-namespace lab: lab up|down|status", runLab)
+}
+
 func runLab(args []string) error {
 	if len(args) == 0 || strings.HasPrefix(args[0], "-") {
-		fs := labFlagSet("lab", "up|down|status [flags]", labMore)
-		if len(args) > 0 {
-			_ = fs.Parse(args) // prints --help
-			if len(args) == 1 && (args[0] == "-h" || args[0] == "--help" || args[0] == "-help") {
-				return flag.ErrHelp
-			}
-		} else {
-			fs.Usage()
+		fs := newFlagSet("lab", "up|down|status [flags]", labMore)
+		if err := parseArgs(fs, args); err != nil {
+			return err
 		}
-		return errors.New("want a subcommand: up, down or status")
+		return usageErrorf("want a subcommand: up, down or status")
 	}
 	switch args[0] {
 	case "up":
 		return runLabUp(args[1:])
 	case "down":
-		fs := labFlagSet("lab", "down [--prefix P]", labMore)
-		prefix := fs.String("prefix", "mpath", "namespace `prefix` of the lab to remove")
-		if err := fs.Parse(args[1:]); err != nil {
+		fs := newFlagSet("lab", "down [--prefix P]", labMore)
+		prefix := fs.String("prefix", "mpath", "namespace `PREFIX` of the lab to remove")
+		if err := parseArgs(fs, args[1:]); err != nil {
+			return err
+		}
+		if err := noArgs(fs); err != nil {
 			return err
 		}
 		if err := lab.Down(*prefix); err != nil {
@@ -68,9 +71,12 @@ func runLab(args []string) error {
 		fmt.Printf("lab %q down\n", *prefix)
 		return nil
 	case "status":
-		fs := labFlagSet("lab", "status [--prefix P]", labMore)
-		prefix := fs.String("prefix", "mpath", "namespace `prefix` of the lab")
-		if err := fs.Parse(args[1:]); err != nil {
+		fs := newFlagSet("lab", "status [--prefix P]", labMore)
+		prefix := fs.String("prefix", "mpath", "namespace `PREFIX` of the lab")
+		if err := parseArgs(fs, args[1:]); err != nil {
+			return err
+		}
+		if err := noArgs(fs); err != nil {
 			return err
 		}
 		info, err := lab.Status(*prefix)
@@ -80,56 +86,61 @@ func runLab(args []string) error {
 		info.Print(os.Stdout)
 		return nil
 	}
-	return fmt.Errorf("unknown lab subcommand %q: want up, down or status", args[0])
+	return usageErrorf("unknown lab subcommand %q: want up, down or status", args[0])
 }
 
-// labFlagSet is newFlagSet, assigned in init (see relayFlagSet).
-var labFlagSet func(name, synopsis, more string) *flag.FlagSet
-
-func init() { labFlagSet = newFlagSet }
+// eachPath parses a per-path list flag (--rate, --delay, ...): comma-separated, one
+// value per path or a single value for all n paths; set is called for each path whose
+// value is not empty or "0". Errors name the flag.
+func eachPath(flagName, list string, n int, set func(i int, v string) error) error {
+	if list == "" {
+		return nil
+	}
+	vals := strings.Split(list, ",")
+	if len(vals) != 1 && len(vals) != n {
+		return usageErrorf("--%s %q: want 1 or %d values", flagName, list, n)
+	}
+	for i := range n {
+		v := strings.TrimSpace(vals[0])
+		if len(vals) > 1 {
+			v = strings.TrimSpace(vals[i])
+		}
+		if v == "" || v == "0" {
+			continue
+		}
+		if err := set(i, v); err != nil {
+			return usageErrorf("--%s %q: %w", flagName, v, err)
+		}
+	}
+	return nil
+}
 
 func runLabUp(args []string) error {
-	fs := labFlagSet("lab", "up [--paths N] [--rate R,...] [--delay D,...] [--loss L,...] [--mode M] [--prefix P] [--base B]", labMore)
+	fs := newFlagSet("lab", "up [--paths N] [--rate R,...] [--delay D,...] [--loss L,...] [--mode M] [--prefix P] [--base B]", labMore)
 	paths := fs.Int("paths", 3, "number of paths (relays), e.g. 3")
-	rate := fs.String("rate", "", "tbf rate per path, both directions, e.g. `10mbit,10mbit,1mbit` (empty: unlimited)")
-	delay := fs.String("delay", "", "one-way delay per path added by its relay, e.g. `10ms,40ms,80ms` (RTT grows by twice this)")
-	jitter := fs.String("jitter", "", "jitter per path (± around the delay, never reorders), e.g. `1ms,5ms,10ms`")
-	loss := fs.String("loss", "", "random loss per path and direction, e.g. `0,0,1%`")
-	reorder := fs.String("reorder", "", "reordered fraction per path, e.g. `0,0,0.5%`")
+	rate := fs.String("rate", "", "tbf rate per path, both directions, `RATE,...`, e.g. 10mbit,10mbit,1mbit (empty: unlimited)")
+	delay := fs.String("delay", "", "one-way delay per path added by its relay, `DURATION,...`, e.g. 10ms,40ms,80ms (RTT grows by twice this)")
+	jitter := fs.String("jitter", "", "jitter per path (± around the delay, never reorders), `DURATION,...`, e.g. 1ms,5ms,10ms")
+	loss := fs.String("loss", "", "random loss per path and direction, `FRACTION,...`, e.g. 0,0,1%")
+	reorder := fs.String("reorder", "", "reordered fraction per path, `FRACTION,...`, e.g. 0,0,0.5%")
 	mode := fs.String("mode", "forward", "relay `mode`: forward or reencap")
 	prefix := fs.String("prefix", "mpath", "namespace `prefix`: namespaces are P-c, P-r1..P-rN, P-x")
-	base := fs.Int("base", 77, "second address `octet` B: addresses are 10.B.x.y")
+	base := fs.Int("base", 77, "second address octet `B`: addresses are 10.B.x.y")
 	seed := fs.Int64("seed", 1, "impairment seed; relay i uses seed+i")
 	logDir := fs.String("logdir", "", "relay log `directory` (default /run/mpath/<prefix>)")
 	bin := fs.String("mpath", "", "mpath `binary` the relays run (default: this one)")
-	if err := fs.Parse(args); err != nil {
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
 		return err
 	}
 	if *paths < 1 || *paths > 99 {
-		return fmt.Errorf("--paths %d: want 1..99", *paths)
+		return usageErrorf("--paths %d: want 1..99", *paths)
 	}
 	specs := make([]lab.PathSpec, *paths)
 	each := func(flagName, list string, set func(i int, v string) error) error {
-		if list == "" {
-			return nil
-		}
-		vals := strings.Split(list, ",")
-		if len(vals) != 1 && len(vals) != *paths {
-			return fmt.Errorf("--%s %q: want 1 or %d values", flagName, list, *paths)
-		}
-		for i := range specs {
-			v := strings.TrimSpace(vals[0])
-			if len(vals) > 1 {
-				v = strings.TrimSpace(vals[i])
-			}
-			if v == "" || v == "0" {
-				continue
-			}
-			if err := set(i, v); err != nil {
-				return fmt.Errorf("--%s %q: %w", flagName, v, err)
-			}
-		}
-		return nil
+		return eachPath(flagName, list, *paths, set)
 	}
 	dur := func(dst func(i int) *time.Duration) func(int, string) error {
 		return func(i int, v string) error {

@@ -25,9 +25,9 @@ func TestCheckDebugListen(t *testing.T) {
 		{":9100", true, true},
 		{"no-port", false, false},
 	} {
-		err := checkDebugListen("metrics", tc.addr, tc.public)
+		err := checkEndpoint("metrics", tc.addr, tc.public)
 		if (err == nil) != tc.ok {
-			t.Errorf("checkDebugListen(%q, public=%v) = %v", tc.addr, tc.public, err)
+			t.Errorf("checkEndpoint(%q, public=%v) = %v", tc.addr, tc.public, err)
 		}
 		if err != nil && tc.addr != "no-port" && !strings.Contains(err.Error(), "--metrics-public") {
 			t.Errorf("%q: error %q does not name --metrics-public", tc.addr, err)

@@ -12,7 +12,8 @@ import (
 
 // nodeCollector exports a node's per-path and per-node state as Prometheus metrics, read
 // from snapshots at scrape time (the engine keeps its own counters; nothing is
-// double-booked). Metric names are the contract with `mpath status`.
+// double-booked). Metric names are the contract with `mpath status` (lab/table): one
+// family per unit, Prometheus naming (_total counters, base units in the name).
 type nodeCollector struct {
 	role   string
 	stack  *tcp.Stack
@@ -39,8 +40,8 @@ var pathMetrics = []struct{ name, help string }{
 	{"mpath_path_min_rtt_seconds", "minimum RTT of the path, averaged over live connections"},
 	{"mpath_path_cwnd_bytes", "congestion windows of the path, summed over live connections"},
 	{"mpath_path_inflight_bytes", "bytes in flight on the path, summed over live connections"},
-	{"mpath_path_delivery_rate_bytes", "measured delivery rate of the path in bytes/s, summed over live connections"},
-	{"mpath_path_share", "fraction of all delivered bytes that went over the path"},
+	{"mpath_path_delivery_rate_bytes_per_second", "measured delivery rate of the path, summed over live connections"},
+	{"mpath_path_delivered_ratio", "fraction of all delivered bytes that went over the path (0..1)"},
 }
 
 var nodeMetrics = []struct{ name, help string }{
@@ -52,8 +53,10 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_reorder_hold_max_seconds", "longest time a live connection held a segment out of order"},
 	{"mpath_engine_drops_total", "segments the engine dropped, by reason"},
 	{"mpath_link_drops_total", "packets the raw link dropped, by reason"},
-	{"mpath_front_total", "proxy front counters, by front and event"},
-	{"mpath_exit_total", "exit counters, by event"},
+	{"mpath_front_connections_total", "proxy front connections, by front and event (accepted, over_limit, handshake_failed, auth_failed, dial_failed, relayed)"},
+	{"mpath_front_bytes_total", "bytes the proxy fronts relayed, by front and direction (up: client to target, down: target to client)"},
+	{"mpath_exit_connections_total", "exit flows, by event (accepted, over_limit, relayed)"},
+	{"mpath_exit_bytes_total", "bytes the exit relayed, by direction (to_target, from_target)"},
 	{"mpath_exit_refused_total", "exit requests refused, by reason"},
 	{"mpath_exit_active", "flows the exit is relaying now"},
 }
@@ -68,10 +71,14 @@ func newNodeCollector(role string, stack *tcp.Stack, link *raw.Link) *nodeCollec
 		switch m.name {
 		case "mpath_engine_drops_total", "mpath_link_drops_total", "mpath_exit_refused_total":
 			labels = []string{"reason"}
-		case "mpath_front_total":
+		case "mpath_front_connections_total":
 			labels = []string{"front", "event"}
-		case "mpath_exit_total":
+		case "mpath_front_bytes_total":
+			labels = []string{"front", "direction"}
+		case "mpath_exit_connections_total":
 			labels = []string{"event"}
+		case "mpath_exit_bytes_total":
+			labels = []string{"direction"}
 		}
 		c.descs[m.name] = prometheus.NewDesc(m.name, m.help, labels, prometheus.Labels{"role": role})
 	}
@@ -101,22 +108,22 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 			share = float64(p.Delivered) / float64(total)
 		}
 		vals := map[string]float64{
-			"mpath_path_up":                    up,
-			"mpath_path_tx_packets_total":      float64(p.TxPackets),
-			"mpath_path_tx_bytes_total":        float64(p.TxBytes),
-			"mpath_path_rx_packets_total":      float64(p.RxPackets),
-			"mpath_path_rx_bytes_total":        float64(p.RxBytes),
-			"mpath_path_delivered_bytes_total": float64(p.Delivered),
-			"mpath_path_retransmits_total":     float64(p.Retransmits),
-			"mpath_path_lost_total":            float64(p.Lost),
-			"mpath_path_spurious_total":        float64(p.Spurious),
-			"mpath_path_send_errors_total":     float64(p.SendErrors),
-			"mpath_path_srtt_seconds":          p.SRTT.Seconds(),
-			"mpath_path_min_rtt_seconds":       p.MinRTT.Seconds(),
-			"mpath_path_cwnd_bytes":            float64(p.Cwnd),
-			"mpath_path_inflight_bytes":        float64(p.InFlight),
-			"mpath_path_delivery_rate_bytes":   p.DeliveryRate,
-			"mpath_path_share":                 share,
+			"mpath_path_up":                             up,
+			"mpath_path_tx_packets_total":               float64(p.TxPackets),
+			"mpath_path_tx_bytes_total":                 float64(p.TxBytes),
+			"mpath_path_rx_packets_total":               float64(p.RxPackets),
+			"mpath_path_rx_bytes_total":                 float64(p.RxBytes),
+			"mpath_path_delivered_bytes_total":          float64(p.Delivered),
+			"mpath_path_retransmits_total":              float64(p.Retransmits),
+			"mpath_path_lost_total":                     float64(p.Lost),
+			"mpath_path_spurious_total":                 float64(p.Spurious),
+			"mpath_path_send_errors_total":              float64(p.SendErrors),
+			"mpath_path_srtt_seconds":                   p.SRTT.Seconds(),
+			"mpath_path_min_rtt_seconds":                p.MinRTT.Seconds(),
+			"mpath_path_cwnd_bytes":                     float64(p.Cwnd),
+			"mpath_path_inflight_bytes":                 float64(p.InFlight),
+			"mpath_path_delivery_rate_bytes_per_second": p.DeliveryRate,
+			"mpath_path_delivered_ratio":                share,
 		}
 		for _, m := range pathMetrics {
 			typ := prometheus.GaugeValue
@@ -152,14 +159,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 	front := func(name string, s socks.FrontStats) {
-		counter("mpath_front_total", float64(s.Accepted), name, "accepted")
-		counter("mpath_front_total", float64(s.OverLimit), name, "over_limit")
-		counter("mpath_front_total", float64(s.HandshakeFailed), name, "handshake_failed")
-		counter("mpath_front_total", float64(s.AuthFailed), name, "auth_failed")
-		counter("mpath_front_total", float64(s.DialFailed), name, "dial_failed")
-		counter("mpath_front_total", float64(s.Relayed), name, "relayed")
-		counter("mpath_front_total", float64(s.BytesUp), name, "bytes_up")
-		counter("mpath_front_total", float64(s.BytesDown), name, "bytes_down")
+		counter("mpath_front_connections_total", float64(s.Accepted), name, "accepted")
+		counter("mpath_front_connections_total", float64(s.OverLimit), name, "over_limit")
+		counter("mpath_front_connections_total", float64(s.HandshakeFailed), name, "handshake_failed")
+		counter("mpath_front_connections_total", float64(s.AuthFailed), name, "auth_failed")
+		counter("mpath_front_connections_total", float64(s.DialFailed), name, "dial_failed")
+		counter("mpath_front_connections_total", float64(s.Relayed), name, "relayed")
+		counter("mpath_front_bytes_total", float64(s.BytesUp), name, "up")
+		counter("mpath_front_bytes_total", float64(s.BytesDown), name, "down")
 	}
 	if c.socks != nil {
 		front("socks", c.socks.Stats())
@@ -169,11 +176,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	if c.exit != nil {
 		s := c.exit.Stats()
-		counter("mpath_exit_total", float64(s.Accepted), "accepted")
-		counter("mpath_exit_total", float64(s.OverLimit), "over_limit")
-		counter("mpath_exit_total", float64(s.Relayed), "relayed")
-		counter("mpath_exit_total", float64(s.BytesToTarget), "bytes_to_target")
-		counter("mpath_exit_total", float64(s.BytesFromTarget), "bytes_from_target")
+		counter("mpath_exit_connections_total", float64(s.Accepted), "accepted")
+		counter("mpath_exit_connections_total", float64(s.OverLimit), "over_limit")
+		counter("mpath_exit_connections_total", float64(s.Relayed), "relayed")
+		counter("mpath_exit_bytes_total", float64(s.BytesToTarget), "to_target")
+		counter("mpath_exit_bytes_total", float64(s.BytesFromTarget), "from_target")
 		for reason, v := range s.Refused {
 			counter("mpath_exit_refused_total", float64(v), reason)
 		}

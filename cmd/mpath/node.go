@@ -1,42 +1,41 @@
 package main
 
-// Wiring shared by `mpath client` and `mpath exit`: the --path flag, the config file,
-// the raw IPIP link under the tcp engine, metrics, and signal-driven shutdown.
+// Wiring shared by `mpath client` and `mpath exit`: the --path flag and the engine's
+// flags, the raw IPIP link under the tcp engine, and signal-driven shutdown.
 //
 //	flags/config ──► raw.Link (paths, guard) ──Run──► tcp.Stack.Input
 //	                 tcp.Stack ──Send(path, segs)──► raw.Link ──► relays
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"net"
-	"net/http"
-	_ "net/http/pprof"
 	"net/netip"
-	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"mpath/raw"
+	"mpath/socks"
+	"mpath/spray"
 	"mpath/tcp"
 )
 
 // pathSpec is one --path: dev=IFACE,relay=ADDR[,weight=N][,local=ADDR].
 type pathSpec struct {
-	dev    string
-	relay  netip.Addr
-	local  netip.Addr
-	weight int
+	dev       string
+	relayName string     // as given: an IPv4 address or a host name
+	relay     netip.Addr // relayName resolved (resolvePaths)
+	local     netip.Addr
+	weight    int
 }
 
 type pathList []pathSpec
@@ -44,10 +43,12 @@ type pathList []pathSpec
 func (l *pathList) String() string {
 	var s []string
 	for _, p := range *l {
-		s = append(s, fmt.Sprintf("dev=%s,relay=%s,weight=%d", p.dev, p.relay, p.weight))
+		s = append(s, fmt.Sprintf("dev=%s,relay=%s,weight=%d", p.dev, p.relayName, p.weight))
 	}
 	return strings.Join(s, " ")
 }
+
+func (l *pathList) repeatable() {}
 
 func (l *pathList) Set(v string) error {
 	p, err := parsePath(v)
@@ -69,11 +70,15 @@ func parsePath(v string) (pathSpec, error) {
 		case "dev":
 			p.dev = val
 		case "relay":
-			a, err := netip.ParseAddr(val)
-			if err != nil || !a.Is4() {
-				return p, fmt.Errorf("path %q: relay %q is not an IPv4 address", v, val)
+			if a, err := netip.ParseAddr(val); err == nil {
+				if !a.Is4() {
+					return p, fmt.Errorf("path %q: relay %q is not an IPv4 address", v, val)
+				}
+				p.relay = a
+			} else if !isHostName(val) {
+				return p, fmt.Errorf("path %q: relay %q is neither an IPv4 address nor a host name", v, val)
 			}
-			p.relay = a
+			p.relayName = val
 		case "local":
 			a, err := netip.ParseAddr(val)
 			if err != nil || !a.Is4() {
@@ -90,14 +95,63 @@ func parsePath(v string) (pathSpec, error) {
 			return p, fmt.Errorf("path %q: unknown key %q (want dev, relay, weight, local)", v, k)
 		}
 	}
-	if !p.relay.IsValid() {
+	if p.relayName == "" {
 		return p, fmt.Errorf("path %q: relay= is required", v)
+	}
+	if p.dev == "" {
+		return p, fmt.Errorf("path %q: dev= is required", v)
 	}
 	return p, nil
 }
 
+// isHostName reports whether s looks like a DNS name (letters, digits, '-', '.').
+func isHostName(s string) bool {
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '-' || r == '.') {
+			return false
+		}
+	}
+	return true
+}
+
+// resolveIPv4 returns host's first IPv4 address (host may be an IPv4 literal). Names are
+// resolved once, at start.
+func resolveIPv4(ctx context.Context, host string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(host); err == nil {
+		if !a.Is4() {
+			return netip.Addr{}, fmt.Errorf("%s is not an IPv4 address", host)
+		}
+		return a, nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	ips, err := net.DefaultResolver.LookupNetIP(ctx, "ip4", host)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("resolve %s: %w", host, err)
+	}
+	return ips[0].Unmap(), nil
+}
+
+// resolvePaths resolves the relays given by name.
+func resolvePaths(paths pathList) error {
+	for i := range paths {
+		if paths[i].relay.IsValid() {
+			continue
+		}
+		a, err := resolveIPv4(context.Background(), paths[i].relayName)
+		if err != nil {
+			return fmt.Errorf("--path relay=%s: %w", paths[i].relayName, err)
+		}
+		paths[i].relay = a
+	}
+	return nil
+}
+
 const pathHelp = "a path to spray over, repeatable: `dev=IFACE,relay=ADDR[,weight=N][,local=ADDR]` " +
-	"(IFACE: the interface towards the relay; ADDR: the relay's IPv4 address; weight for --scheduler weighted; " +
+	"(IFACE: the interface towards the relay; ADDR: the relay's IPv4 address or host name, resolved at start; weight for --scheduler weighted; " +
 	"local: outer source, default IFACE's first IPv4 address)"
 
 // portRange parses "FIRST-LAST".
@@ -111,96 +165,65 @@ func parsePortRange(v string) (raw.PortRange, error) {
 	return raw.PortRange{First: uint16(f), Last: uint16(l)}, nil
 }
 
-// withConfigFile expands --config FILE into the flags it holds, placed before the
-// command line's own (which therefore win). The file has one flag per line, written as on
-// the command line without the dashes: "path dev=c1,relay=10.77.1.2" or "scheduler=auto";
-// blank lines and lines starting with # are ignored.
-func withConfigFile(args []string) ([]string, error) {
-	var file string
-	rest := make([]string, 0, len(args))
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		switch {
-		case a == "--config" || a == "-config":
-			if i+1 >= len(args) {
-				return nil, errors.New("--config needs a file name")
-			}
-			file = args[i+1]
-			i++
-		case strings.HasPrefix(a, "--config=") || strings.HasPrefix(a, "-config="):
-			_, file, _ = strings.Cut(a, "=")
-		default:
-			rest = append(rest, a)
-		}
-	}
-	if file == "" {
-		return args, nil
-	}
-	f, err := os.Open(file)
-	if err != nil {
-		return nil, fmt.Errorf("config: %w", err)
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	for n := 1; sc.Scan(); n++ {
-		line := strings.TrimSpace(sc.Text())
-		if line == "" || strings.HasPrefix(line, "#") {
-			continue
-		}
-		k, v, hasV := strings.Cut(line, "=")
-		if sp := strings.IndexAny(line, " \t"); sp >= 0 && (!hasV || sp < len(k)) {
-			k, v, hasV = line[:sp], strings.TrimSpace(line[sp+1:]), true
-		}
-		k = strings.TrimLeft(strings.TrimSpace(k), "-")
-		if k == "" || k == "config" {
-			return nil, fmt.Errorf("config %s:%d: bad line %q", file, n, line)
-		}
-		if hasV {
-			out = append(out, "--"+k+"="+strings.TrimSpace(v))
-		} else {
-			out = append(out, "--"+k)
-		}
-	}
-	if err := sc.Err(); err != nil {
-		return nil, fmt.Errorf("config %s: %w", file, err)
-	}
-	return append(out, rest...), nil
-}
-
 // engineFlags are the flags client and exit share.
 type engineFlags struct {
+	opsFlags
 	paths      pathList
 	addr       string
 	scheduler  string
 	ports      string
-	metrics    string
 	recvWindow int
 	memBudget  int
 	mss        int
 	keepalive  time.Duration
-	debug      bool
 	noGuard    bool
 	drain      time.Duration
-	pprof      string
-	// metricsPublic allows --metrics and --pprof on non-loopback addresses.
-	metricsPublic bool
+	config     string
+
+	portRange raw.PortRange // ports, parsed by check
 }
 
-func (f *engineFlags) register(fs *flag.FlagSet) {
+func (f *engineFlags) register(fs *flag.FlagSet, defaultMetrics string) {
+	fs.StringVar(&f.config, "config", "", "read flags from `FILE`, one per line (\"path dev=wan1,relay=r1.example.net\"); see Configuration below")
 	fs.Var(&f.paths, "path", pathHelp)
-	fs.StringVar(&f.scheduler, "scheduler", "auto", "how segments are spread over the paths: `auto` (earliest expected arrival, weights from measured rates), weighted (static weights, the thesis's 1:k), rr (strict alternation, the thesis baseline)")
-	fs.StringVar(&f.ports, "ports", "61000-65535", "local `range` for engine flows, kept out of the kernel's way by the nftables guard (keep it outside net.ipv4.ip_local_port_range)")
-	fs.StringVar(&f.metrics, "metrics", "", "serve Prometheus metrics at http://`ADDR`/metrics, e.g. 127.0.0.1:9090 (empty: off)")
-	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `bytes` (at least 2 x sum of path rates x largest RTT)")
-	fs.IntVar(&f.memBudget, "mem-budget", tcp.DefaultMemoryBudget, "most `bytes` all flows' buffers may hold (receive, reorder pages, send, input queues); when spent, windows stop opening and new flows are refused")
-	fs.IntVar(&f.mss, "mss", 1440, "TCP MSS the engine announces and sends (`bytes`): the paths' MTU less 60 (outer and inner IPv4, TCP); 1440 for 1500-byte paths")
-	fs.DurationVar(&f.keepalive, "keepalive", time.Minute, "probe a flow idle this `long` and reset it when three probes go unanswered (0: off)")
-	fs.BoolVar(&f.debug, "debug", false, "debug logging")
+	fs.StringVar(&f.scheduler, "scheduler", "auto", "how segments are spread over the paths, `NAME`: auto (earliest expected arrival, weights from measured rates), weighted (static weights, the thesis's 1:k), rr (strict alternation, the thesis baseline)")
+	fs.StringVar(&f.ports, "ports", "61000-65535", "local port `RANGE` for engine flows, kept out of the kernel's way by the nftables guard (keep it outside net.ipv4.ip_local_port_range)")
+	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `BYTES` (at least 2 x sum of path rates x largest RTT)")
+	fs.IntVar(&f.memBudget, "mem-budget", tcp.DefaultMemoryBudget, "most `BYTES` all flows' buffers may hold (receive, reorder pages, send, input queues); when spent, windows stop opening and new flows are refused")
+	fs.IntVar(&f.mss, "mss", 1440, "TCP maximum segment size the engine announces and sends, in `BYTES`: the paths' MTU less 60 (outer and inner IPv4, TCP), 536..8940")
+	fs.DurationVar(&f.keepalive, "keepalive", time.Minute, "probe a flow idle this `DURATION` and reset it when three probes go unanswered (0: off)")
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
-	fs.StringVar(&f.pprof, "pprof", "", "serve Go's net/http/pprof at `ADDR` (profiling; empty: off)")
-	fs.BoolVar(&f.metricsPublic, "metrics-public", false, "allow --metrics and --pprof on a non-loopback address (otherwise refused)")
-	fs.DurationVar(&f.drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, how long open flows may take to finish before they are reset")
+	fs.DurationVar(&f.drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, how long (`DURATION`) open flows may take to finish before they are reset")
+	f.opsFlags.register(fs, defaultMetrics)
+}
+
+// check validates the shared flags and resolves relay names: everything that can be
+// wrong with them is reported before a socket or table exists.
+func (f *engineFlags) check() error {
+	if err := f.opsFlags.check(); err != nil {
+		return err
+	}
+	if !slices.Contains(spray.Names, f.scheduler) {
+		return usageErrorf("--scheduler %q: want one of %s", f.scheduler, strings.Join(spray.Names, ", "))
+	}
+	if len(f.paths) == 0 {
+		return usageErrorf("at least one --path is needed")
+	}
+	pr, err := parsePortRange(f.ports)
+	if err != nil {
+		return usageErrorf("--ports: %w", err)
+	}
+	f.portRange = pr
+	if f.mss < 536 || f.mss > 9000-60 {
+		return usageErrorf("--mss %d: want 536..8940", f.mss)
+	}
+	if f.recvWindow < 2*f.mss {
+		return usageErrorf("--recv-window %d: want at least two segments (%d)", f.recvWindow, 2*f.mss)
+	}
+	if f.keepalive < 0 || f.drain < 0 {
+		return usageErrorf("--keepalive and --drain must not be negative")
+	}
+	return resolvePaths(f.paths)
 }
 
 // node is a running engine over raw IPIP.
@@ -214,23 +237,9 @@ type node struct {
 
 // startNode builds the link and the stack. extraPorts are ports besides the engine range
 // the node receives on (the exit's listen port).
+// f must have passed check.
 func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []raw.PortRange, acceptSYNData bool) (*node, error) {
-	if len(f.paths) == 0 {
-		return nil, errors.New("at least one --path is needed")
-	}
-	if err := checkDebugListen("metrics", f.metrics, f.metricsPublic); err != nil {
-		return nil, err
-	}
-	if err := checkDebugListen("pprof", f.pprof, f.metricsPublic); err != nil {
-		return nil, err
-	}
-	pr, err := parsePortRange(f.ports)
-	if err != nil {
-		return nil, err
-	}
-	if f.mss < 536 || f.mss > 9000-60 {
-		return nil, fmt.Errorf("--mss %d: want 536..8940", f.mss)
-	}
+	pr := f.portRange
 	var lpaths []raw.PathConfig
 	var tpaths []tcp.PathConfig
 	for _, p := range f.paths {
@@ -249,7 +258,7 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		RingBytes: 32 << 20,
 	})
 	if err != nil {
-		return nil, err
+		return nil, capabilityHint(err)
 	}
 	stack, err := tcp.NewStack(tcp.Config{
 		Addr:          addr,
@@ -268,9 +277,6 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 		link.Close()
 		return nil, err
 	}
-	if f.pprof != "" {
-		go http.ListenAndServe(f.pprof, nil) // net/http/pprof registers on the default mux
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	n := &node{log: log, link: link, stack: stack, stop: cancel, done: make(chan error, 1)}
 	go func() { n.done <- link.Run(ctx, stack.Input) }()
@@ -285,28 +291,45 @@ func (n *node) close() {
 	n.link.Close()
 }
 
-// serve runs until SIGINT/SIGTERM (or the link fails): metrics on ef.metrics, a ready
-// line with fields, then shutdown(ctx) with --drain to let flows finish. The caller's
-// deferred n.close resets what is left.
-func (n *node) serve(coll *nodeCollector, ef engineFlags, shutdown func(context.Context), fields ...zap.Field) error {
+// serve runs until SIGINT/SIGTERM, a serving goroutine's error on errc, or a link
+// failure: metrics and pprof as ef asks, a ready line with fields (and READY=1 to
+// systemd), then shutdown(ctx) with --drain to let flows finish. The caller's deferred
+// n.close resets what is left.
+func (n *node) serve(reg *prometheus.Registry, ef *engineFlags, errc chan error, shutdown func(context.Context), role string, fields ...zap.Field) error {
 	ctx, cancel := signalContext()
 	defer cancel()
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(coll)
-	if err := serveMetrics(ctx, n.log, ef.metrics, reg); err != nil {
+	if err := ef.startEndpoints(ctx, n.log, reg, errc); err != nil {
 		return err
 	}
-	n.log.Info(coll.role+" ready", append(fields, zap.Strings("paths", n.stack.Paths()))...)
+	n.log.Info(role+" ready", append(fields, zap.Strings("paths", n.stack.Paths()))...)
+	if err := sdNotify("READY=1"); err != nil {
+		n.log.Warn("readiness notification", zap.Error(err))
+	}
+	var runErr error
 	select {
 	case <-ctx.Done():
 	case err := <-n.done:
-		return fmt.Errorf("link stopped: %w", err)
+		runErr = fmt.Errorf("link stopped: %w", err)
+	case runErr = <-errc:
+	}
+	_ = sdNotify("STOPPING=1")
+	if runErr != nil {
+		n.log.Error("stopping", zap.Error(runErr))
+		return runErr
 	}
 	n.log.Info("shutting down: no new flows, open ones get --drain to finish", zap.Duration("drain", ef.drain))
 	sctx, scancel := context.WithTimeout(context.Background(), ef.drain)
 	defer scancel()
 	shutdown(sctx)
 	return nil
+}
+
+// serveLoop runs serve (a front's or the exit's accept loop) and sends its error to errc
+// unless the server was shut down: a dead accept loop ends the process.
+func serveLoop(what string, serve func() error, errc chan<- error) {
+	if err := serve(); err != nil && !errors.Is(err, socks.ErrServerClosed) {
+		sendErr(errc, fmt.Errorf("%s: %w", what, err))
+	}
 }
 
 // defaultAddr is the first path's outer source: the inner address when --addr is unset.
@@ -329,24 +352,6 @@ func defaultAddr(f *engineFlags) (netip.Addr, error) {
 		}
 	}
 	return netip.Addr{}, fmt.Errorf("path dev %q has no IPv4 address: give --addr", p.dev)
-}
-
-// serveMetrics serves reg on addr until ctx ends.
-func serveMetrics(ctx context.Context, log *zap.Logger, addr string, reg *prometheus.Registry) error {
-	if addr == "" {
-		return nil
-	}
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return fmt.Errorf("metrics: %w", err)
-	}
-	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-	go srv.Serve(ln)
-	context.AfterFunc(ctx, func() { srv.Close() })
-	log.Info("metrics", zap.String("addr", ln.Addr().String()))
-	return nil
 }
 
 // signalContext is cancelled by SIGINT or SIGTERM.

@@ -3,18 +3,10 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
-	"net"
-	"net/http"
-	"os"
-	"os/signal"
 	"strings"
-	"syscall"
-	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.uber.org/zap"
 
 	"mpath/raw"
@@ -53,7 +45,7 @@ Modes:
 Examples:
   mpath relay --allow 10.77.0.0/16
   mpath relay --allow-from 198.51.100.0/24,203.0.113.7 --allow-to 10.77.255.1,10.77.255.2
-  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics 127.0.0.1:9100
+  mpath relay --allow 10.77.0.0/16,192.0.2.0/24 --mode reencap --metrics :9466 --metrics-public
   mpath relay --allow 10.77.0.0/16 --plain --impair delay=40ms,loss=1%,seed=3
 
 Metrics (Prometheus text at http://ADDR/metrics): mpath_relay_forwarded_packets_total{mode},
@@ -61,48 +53,45 @@ mpath_relay_forwarded_bytes_total{mode}, mpath_relay_dropped_packets_total{reaso
 SIGINT/SIGTERM stop the relay, remove the nftables table, log the counters, exit 0.
 `
 
-// relayFlagSet is newFlagSet, assigned in init: calling newFlagSet directly from
-// runRelay makes an initialization cycle (commands -> runRelay -> newFlagSet ->
-// commands) that the compiler rejects.
-var relayFlagSet func(name, synopsis, more string) *flag.FlagSet
-
-func init() { relayFlagSet = newFlagSet }
+func init() {
+	register("relay", "userspace IPIP forwarder with an allowlist and impairments", runRelay)
+}
 
 func runRelay(args []string) error {
-	fs := relayFlagSet("relay", "(--allow CIDR[,CIDR...] | --allow-from CIDRs --allow-to CIDRs) [--mode forward|reencap] [--plain] [--impair SPEC] [--metrics ADDR]", relayMore)
-	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRs`: shorthand for --allow-from and --allow-to with the same list, e.g. 10.77.0.0/16")
-	fromFlag := fs.String("allow-from", "", "comma-separated IPv4 `CIDRs` that may send IPIP through the relay (outer sources: clients' uplinks, the exit)")
-	toFlag := fs.String("allow-to", "", "comma-separated IPv4 `CIDRs` inner packets may come from and go to (the endpoints' inner addresses: exit and clients)")
-	modeFlag := fs.String("mode", "forward", "`forward` (decapsulate and route) or reencap (new outer header from this relay)")
-	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow, with the same impairments; for hosts with ip_forward=0 (the lab)")
+	fs := newFlagSet("relay", "(--allow CIDR[,CIDR...] | --allow-from CIDRS --allow-to CIDRS) [--mode forward|reencap] [--plain] [--impair SPEC] [flags]", relayMore)
+	config := fs.String("config", "", "read flags from `FILE`, one per line (\"allow 10.77.0.0/16\"); see Configuration below")
+	allowFlag := fs.String("allow", "", "comma-separated IPv4 `CIDRS`: shorthand for --allow-from and --allow-to with the same list, e.g. 10.77.0.0/16")
+	fromFlag := fs.String("allow-from", "", "comma-separated IPv4 `CIDRS` that may send IPIP through the relay (outer sources: clients' uplinks, the exit)")
+	toFlag := fs.String("allow-to", "", "comma-separated IPv4 `CIDRS` inner packets may come from and go to (the endpoints' inner addresses: exit and clients)")
+	modeFlag := fs.String("mode", "forward", "`MODE`: forward (decapsulate and route) or reencap (new outer header from this relay)")
+	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow-to, with the same impairments; for hosts with ip_forward=0 (the lab)")
 	impairFlag := fs.String("impair", "", "impairments for forwarded packets (`SPEC`, keys below), e.g. delay=30ms,jitter=5ms,loss=0.5%,dup=0.1%,reorder=1%,rate=10mbit,seed=7")
-	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address`, e.g. :9100 or 127.0.0.1:9100 (empty: off)")
-	metricsPublic := fs.Bool("metrics-public", false, "allow --metrics on a non-loopback address (otherwise refused)")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
-	debug := fs.Bool("debug", false, "debug logging")
-	if err := fs.Parse(args); err != nil {
+	var ops opsFlags
+	ops.register(fs, defaultRelayMetrics)
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	_ = config
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	from, to, err := relayLists(*allowFlag, *fromFlag, *toFlag)
 	if err != nil {
-		fs.Usage()
-		return err
-	}
-	if err := checkDebugListen("metrics", *metrics, *metricsPublic); err != nil {
-		return err
+		return usageErrorf("%w", err)
 	}
 	mode, err := relay.ParseMode(*modeFlag)
 	if err != nil {
-		return err
+		return usageErrorf("--mode: %w", err)
 	}
 	spec, err := relay.ParseImpair(*impairFlag)
 	if err != nil {
+		return usageErrorf("--impair: %w", err)
+	}
+	if err := ops.check(); err != nil {
 		return err
 	}
-	log := newLogger(*debug).Named("relay")
+	log := ops.logger("relay")
 	defer func() { _ = log.Sync() }()
 
 	if tun := relay.KernelTunnels(); len(tun) > 0 {
@@ -112,12 +101,17 @@ func runRelay(args []string) error {
 
 	src, err := relay.NewRawSource(*plain)
 	if err != nil {
-		return err
+		return capabilityHint(err)
 	}
+	running := false // Run closes src when it ends
+	defer func() {
+		if !running {
+			src.Close()
+		}
+	}()
 	sink, err := relay.NewRawSink()
 	if err != nil {
-		src.Close()
-		return err
+		return capabilityHint(err)
 	}
 	defer sink.Close()
 
@@ -125,8 +119,7 @@ func runRelay(args []string) error {
 	if !*noGuard {
 		guard, err = relay.InstallGuard(from)
 		if err != nil {
-			src.Close()
-			return err
+			return capabilityHint(err)
 		}
 		defer func() {
 			if err := guard.Close(); err != nil {
@@ -137,42 +130,19 @@ func runRelay(args []string) error {
 
 	r, err := relay.New(relay.Config{From: from, To: to, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
 	if err != nil {
-		src.Close()
 		return err
 	}
 
-	var srv *http.Server
-	metricsAddr := ""
-	if *metrics != "" {
-		reg := prometheus.NewRegistry()
-		cs := append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
-			Name: "mpath_relay_capture_kernel_drops_total",
-			Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
-		}, func() float64 { return float64(src.Stats().KernelDrops) }))
-		for _, c := range cs {
-			if err := reg.Register(c); err != nil {
-				src.Close()
-				return fmt.Errorf("metrics: %w", err)
-			}
-		}
-		ln, err := net.Listen("tcp", *metrics)
-		if err != nil {
-			src.Close()
-			return fmt.Errorf("metrics: %w", err)
-		}
-		metricsAddr = ln.Addr().String()
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-		srv = &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
-		go func() {
-			if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-				log.Error("metrics server", zap.Error(err))
-			}
-		}()
-	}
-
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	ctx, stop := signalContext()
 	defer stop()
+	reg, err := relayRegistry(r, func() uint64 { return src.Stats().KernelDrops })
+	if err != nil {
+		return err
+	}
+	errc := make(chan error, 1)
+	if err := ops.startEndpoints(ctx, log, reg, errc); err != nil {
+		return err
+	}
 	// The lab waits for this line.
 	log.Info("relay ready",
 		zap.String("allow_from", from.String()),
@@ -180,16 +150,35 @@ func runRelay(args []string) error {
 		zap.Stringer("mode", mode),
 		zap.Bool("plain", *plain),
 		zap.String("impair", spec.String()),
-		zap.String("metrics", metricsAddr),
+		zap.String("metrics", ops.metrics),
 		zap.Bool("guard", guard != nil),
 		zap.String("local", localList(r)))
-	runErr := r.Run(ctx)
-	if srv != nil {
-		shutdownCtx, cancel := context.WithTimeout(context.Background(), time.Second)
-		_ = srv.Shutdown(shutdownCtx)
-		cancel()
+	if err := sdNotify("READY=1"); err != nil {
+		log.Warn("readiness notification", zap.Error(err))
 	}
+	rctx, rcancel := context.WithCancel(ctx)
+	defer rcancel()
+	stopErr := make(chan error, 1) // a serving goroutine's error ends the relay
+	go func() {
+		select {
+		case err := <-errc:
+			log.Error("stopping", zap.Error(err))
+			stopErr <- err
+			rcancel()
+		case <-rctx.Done():
+		}
+	}()
+	running = true
+	runErr := r.Run(rctx)
+	rcancel()
+	_ = sdNotify("STOPPING=1")
 	log.Info("relay stopped", append(r.Stats().Fields(), zap.Uint64("capture_kernel_drops", src.Stats().KernelDrops))...)
+	if runErr == nil {
+		select {
+		case runErr = <-stopErr:
+		default:
+		}
+	}
 	return runErr
 }
 
@@ -213,6 +202,15 @@ func relayLists(allow, from, to string) (relay.Allowlist, relay.Allowlist, error
 		return relay.Allowlist{}, relay.Allowlist{}, fmt.Errorf("--allow-to: %w", err)
 	}
 	return f, t, nil
+}
+
+// relayRegistry is the relay's metrics registry; kernelDrops reads the capture ring's
+// drop counter.
+func relayRegistry(r *relay.Relay, kernelDrops func() uint64) (*prometheus.Registry, error) {
+	return newRegistry(append(r.Collectors(), prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Name: "mpath_relay_capture_kernel_drops_total",
+		Help: "Packets the kernel dropped because the relay's receive ring was full (the relay could not keep up).",
+	}, func() float64 { return float64(kernelDrops()) }))...)
 }
 
 func localList(r *relay.Relay) string {

@@ -16,7 +16,7 @@ import (
 
 const statusMore = `
 Reads http://ADDR/metrics from a running 'mpath client' or 'mpath exit' (their --metrics
-flag) and prints one row per path:
+flag; by default a client on 127.0.0.1:9464, else an exit on 127.0.0.1:9465) and prints one row per path:
 
   STATE         up, or DOWN when health checks marked the path down
   SHARE tx/rx   the path's share of the bytes this node sent (acknowledged) / received
@@ -30,11 +30,16 @@ then node lines: flows, reordering, drops by reason, the proxy fronts' or the ex
 counters. A client shows a download in its rx columns, an exit in its tx columns.
 
 Examples:
-  mpath status --metrics 127.0.0.1:9090
-  mpath status --metrics 127.0.0.1:9090 --watch 1s
+  mpath status
+  mpath status --watch 1s
+  mpath status --metrics 127.0.0.1:9465                       # an exit on this host
   ip netns exec mpath-c mpath status --metrics 127.0.0.1:9090 --watch 2s   # the demo's client
   ip netns exec mpath-x mpath status --metrics 10.77.255.2:9091            # the demo's exit
 `
+
+func init() {
+	register("status", "live per-path table from a running node's metrics endpoint", runStatus)
+}
 
 func runStatus(args []string) error {
 	return statusMain(args, os.Stdout, isTerminal(os.Stdout))
@@ -43,27 +48,40 @@ func runStatus(args []string) error {
 // statusMain is runStatus writing to w; clear says whether to redraw in place (w is a
 // terminal).
 func statusMain(args []string, w io.Writer, clear bool) error {
-	fs := newFlagSet("status", "--metrics ADDR [--watch INTERVAL] [--count N]", statusMore)
-	addr := fs.String("metrics", "", "the node's metrics `address` host:port (its --metrics flag), or a full http:// URL (required), e.g. 127.0.0.1:9090")
-	watch := fs.Duration("watch", 0, "refresh every `interval`, e.g. 1s, with rates since the previous sample (0: print once)")
+	fs := newFlagSet("status", "[--metrics ADDR] [--watch INTERVAL] [--count N]", statusMore)
+	addr := fs.String("metrics", "", "the node's metrics `ADDR` host:port (its --metrics flag) or a full http:// URL; default: a client on "+defaultClientMetrics+", else an exit on "+defaultExitMetrics)
+	watch := fs.Duration("watch", 0, "refresh every `INTERVAL`, e.g. 1s, with rates since the previous sample (0: print once)")
 	count := fs.Int("count", 0, "with --watch, stop after `N` samples (0: until Ctrl-C), e.g. 5")
-	timeout := fs.Duration("timeout", 5*time.Second, "time one scrape may take, e.g. 2s")
-	if err := fs.Parse(args); err != nil {
+	timeout := fs.Duration("timeout", 5*time.Second, "time (`DURATION`) one scrape may take, e.g. 2s")
+	if err := parseFlags(fs, args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if *addr == "" {
-		return errors.New("--metrics ADDR is required (the node's --metrics address, e.g. 127.0.0.1:9090)")
+	if err := noArgs(fs); err != nil {
+		return err
 	}
 	if *watch < 0 || *count < 0 {
-		return errors.New("--watch and --count must not be negative")
+		return usageErrorf("--watch and --count must not be negative")
 	}
 	ctx, cancel := signalContext()
 	defer cancel()
 	client := &http.Client{Timeout: *timeout}
+	if *addr == "" {
+		// The roles' default endpoints: the first that answers as a client or exit.
+		var errs []error
+		for _, a := range []string{defaultClientMetrics, defaultExitMetrics} {
+			if _, err := table.Fetch(ctx, client, a); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+			*addr = a
+			break
+		}
+		if *addr == "" {
+			return fmt.Errorf("no node on the default metrics addresses (give --metrics ADDR): %w", errors.Join(errs...))
+		}
+	}
 	var prev *table.Snapshot
+	ok := 0
 	for n := 1; ; n++ {
 		snap, err := table.Fetch(ctx, client, *addr)
 		switch {
@@ -74,6 +92,7 @@ func statusMain(args []string, w io.Writer, clear bool) error {
 		case err != nil:
 			fmt.Fprintf(w, "%s  %v\n", time.Now().Format("15:04:05"), err)
 		default:
+			ok++
 			if clear && *watch > 0 {
 				fmt.Fprint(w, "\033[H\033[2J")
 			}
@@ -81,6 +100,9 @@ func statusMain(args []string, w io.Writer, clear bool) error {
 			prev = snap
 		}
 		if *watch == 0 || (*count > 0 && n >= *count) {
+			if ok == 0 {
+				return fmt.Errorf("%d scrapes of %s, none answered", n, *addr)
+			}
 			return nil
 		}
 		select {

@@ -27,7 +27,7 @@ func fakeExitMetrics(scrapes *atomic.Int64) http.Handler {
 		fmt.Fprintf(w, "# TYPE mpath_path_retransmits_total counter\n")
 		fmt.Fprintf(w, "mpath_path_retransmits_total{index=\"0\",path=\"x1>10.77.101.2\",role=\"exit\"} 41\n")
 		fmt.Fprintf(w, "mpath_path_retransmits_total{index=\"1\",path=\"x2>10.77.102.2\",role=\"exit\"} 9\n")
-		fmt.Fprintf(w, "# TYPE mpath_exit_total counter\nmpath_exit_total{event=\"relayed\",role=\"exit\"} 12\n")
+		fmt.Fprintf(w, "# TYPE mpath_exit_connections_total counter\nmpath_exit_connections_total{event=\"relayed\",role=\"exit\"} 12\n")
 		fmt.Fprintf(w, "# TYPE mpath_exit_refused_total counter\nmpath_exit_refused_total{reason=\"bad_mac\",role=\"exit\"} 2\n")
 		fmt.Fprintf(w, "# TYPE mpath_flows gauge\nmpath_flows{role=\"exit\"} 5\n")
 	})

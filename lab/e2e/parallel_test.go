@@ -123,10 +123,10 @@ func TestParallelDownloads(t *testing.T) {
 	t.Logf("FIGURE parallel: paths marked down during the run: client %d times, exit %d times",
 		strings.Count(client.log(), `"msg":"path down"`), strings.Count(exit.log(), `"msg":"path down"`))
 	m := client.scrape(t)
-	if got := metric(m, "mpath_front_total", `front="socks"`, `event="relayed"`); got < conns {
+	if got := metric(m, "mpath_front_connections_total", `front="socks"`, `event="relayed"`); got < conns {
 		t.Errorf("client front counted %v relayed connections, want at least %d", got, conns)
 	}
-	if got := metric(exit.scrape(t), "mpath_exit_total", `event="relayed"`); got < conns {
+	if got := metric(exit.scrape(t), "mpath_exit_connections_total", `event="relayed"`); got < conns {
 		t.Errorf("exit counted %v relayed flows, want at least %d", got, conns)
 	}
 }

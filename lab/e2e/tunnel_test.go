@@ -284,8 +284,8 @@ func testTunnel(t *testing.T, mode string) {
 				t.Errorf("ncat with %s: exit %v, %d bytes: want a failure and no data", c.name, r.err, r.n)
 			}
 		}
-		if m := ac.scrape(t); metric(m, "mpath_front_total", `front="socks"`, `event="auth_failed"`) < 1 {
-			t.Errorf("client counted no auth failure: %v", metric(m, "mpath_front_total", `front="socks"`, `event="auth_failed"`))
+		if m := ac.scrape(t); metric(m, "mpath_front_connections_total", `front="socks"`, `event="auth_failed"`) < 1 {
+			t.Errorf("client counted no auth failure: %v", metric(m, "mpath_front_connections_total", `front="socks"`, `event="auth_failed"`))
 		}
 		stopNode(t, ac)
 	})

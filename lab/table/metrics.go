@@ -69,8 +69,8 @@ type Snapshot struct {
 	ReorderHoldMax   time.Duration
 	EngineDrops      map[string]uint64            // by reason
 	LinkDrops        map[string]uint64            // by reason
-	Front            map[string]map[string]uint64 // front ("socks", "http") -> event -> count
-	Exit             map[string]uint64            // event -> count (exit only)
+	Front            map[string]map[string]uint64 // front ("socks", "http") -> event (and bytes_up, bytes_down) -> count
+	Exit             map[string]uint64            // event (and bytes_to_target, bytes_from_target) -> count (exit only)
 	ExitRefused      map[string]uint64            // reason -> count (exit only)
 	ExitActive       int
 	HasExit          bool // the node reported exit counters
@@ -158,14 +158,21 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 				s.EngineDrops[label(m, "reason")] = count(v)
 			case "mpath_link_drops_total":
 				s.LinkDrops[label(m, "reason")] = count(v)
-			case "mpath_front_total":
+			case "mpath_front_connections_total", "mpath_front_bytes_total":
 				f := label(m, "front")
 				if s.Front[f] == nil {
 					s.Front[f] = map[string]uint64{}
 				}
-				s.Front[f][label(m, "event")] = count(v)
-			case "mpath_exit_total":
+				ev := label(m, "event")
+				if name == "mpath_front_bytes_total" {
+					ev = "bytes_" + label(m, "direction") // bytes_up, bytes_down
+				}
+				s.Front[f][ev] = count(v)
+			case "mpath_exit_connections_total":
 				s.Exit[label(m, "event")] = count(v)
+				s.HasExit = true
+			case "mpath_exit_bytes_total":
+				s.Exit["bytes_"+label(m, "direction")] = count(v) // bytes_to_target, bytes_from_target
 				s.HasExit = true
 			case "mpath_exit_refused_total":
 				s.ExitRefused[label(m, "reason")] = count(v)
@@ -215,9 +222,9 @@ func setPath(p *Path, name string, v float64) {
 		p.Cwnd = int64(v)
 	case "mpath_path_inflight_bytes":
 		p.InFlight = int64(v)
-	case "mpath_path_delivery_rate_bytes":
+	case "mpath_path_delivery_rate_bytes_per_second":
 		p.DeliveryRate = v
-	case "mpath_path_share":
+	case "mpath_path_delivered_ratio":
 		p.Share = v
 	}
 }

@@ -23,7 +23,7 @@ func exposition(role string, p [2]map[string]float64, node map[string]float64) s
 		"mpath_path_rx_packets_total", "mpath_path_rx_bytes_total", "mpath_path_delivered_bytes_total",
 		"mpath_path_retransmits_total", "mpath_path_lost_total", "mpath_path_spurious_total",
 		"mpath_path_send_errors_total", "mpath_path_srtt_seconds", "mpath_path_min_rtt_seconds",
-		"mpath_path_cwnd_bytes", "mpath_path_inflight_bytes", "mpath_path_delivery_rate_bytes", "mpath_path_share"}
+		"mpath_path_cwnd_bytes", "mpath_path_inflight_bytes", "mpath_path_delivery_rate_bytes_per_second", "mpath_path_delivered_ratio"}
 	devs := [2]string{"c1>10.77.1.2", "c2>10.77.2.2"}
 	for _, n := range names {
 		typ := "gauge"
@@ -41,9 +41,13 @@ func exposition(role string, p [2]map[string]float64, node map[string]float64) s
 	fmt.Fprintf(&b, "# TYPE mpath_reorder_hold_max_seconds gauge\nmpath_reorder_hold_max_seconds{role=%q} %g\n", role, node["hold"])
 	fmt.Fprintf(&b, "# TYPE mpath_engine_drops_total counter\nmpath_engine_drops_total{reason=\"no_connection\",role=%q} %g\nmpath_engine_drops_total{reason=\"not_ours\",role=%q} 0\n", role, node["noconn"], role)
 	fmt.Fprintf(&b, "# TYPE mpath_link_drops_total counter\nmpath_link_drops_total{reason=\"ring-full\",role=%q} %g\nmpath_link_drops_total{reason=\"checksum\",role=%q} 0\n", role, node["ringfull"], role)
-	fmt.Fprintf(&b, "# TYPE mpath_front_total counter\n")
-	for _, ev := range []string{"accepted", "relayed", "bytes_up", "bytes_down", "dial_failed"} {
-		fmt.Fprintf(&b, "mpath_front_total{event=%q,front=\"socks\",role=%q} %g\n", ev, role, node["socks_"+ev])
+	fmt.Fprintf(&b, "# TYPE mpath_front_connections_total counter\n")
+	for _, ev := range []string{"accepted", "relayed", "dial_failed"} {
+		fmt.Fprintf(&b, "mpath_front_connections_total{event=%q,front=\"socks\",role=%q} %g\n", ev, role, node["socks_"+ev])
+	}
+	fmt.Fprintf(&b, "# TYPE mpath_front_bytes_total counter\n")
+	for _, dir := range []string{"up", "down"} {
+		fmt.Fprintf(&b, "mpath_front_bytes_total{direction=%q,front=\"socks\",role=%q} %g\n", dir, role, node["socks_bytes_"+dir])
 	}
 	// Go runtime series the real endpoint does not have but a default registry would:
 	// ignored.
@@ -56,7 +60,7 @@ func pathVals(up, tx, rx, del, retx, lost, srtt, minrtt, cwnd, infl, share float
 		"mpath_path_up": up, "mpath_path_tx_bytes_total": tx, "mpath_path_rx_bytes_total": rx,
 		"mpath_path_delivered_bytes_total": del, "mpath_path_retransmits_total": retx,
 		"mpath_path_lost_total": lost, "mpath_path_srtt_seconds": srtt, "mpath_path_min_rtt_seconds": minrtt,
-		"mpath_path_cwnd_bytes": cwnd, "mpath_path_inflight_bytes": infl, "mpath_path_share": share,
+		"mpath_path_cwnd_bytes": cwnd, "mpath_path_inflight_bytes": infl, "mpath_path_delivered_ratio": share,
 		"mpath_path_tx_packets_total": tx / 1000, "mpath_path_rx_packets_total": rx / 1000,
 	}
 }

@@ -1,0 +1,60 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"runtime/debug"
+)
+
+func init() {
+	register("version", "print mpath's version, commit, Go version and build date", runVersion)
+}
+
+// build is what the binary knows about how it was built.
+type build struct {
+	version   string // module version, "(devel)" for a build from a checkout
+	revision  string // VCS commit, with "-dirty" when the tree had changes ("unknown": none)
+	time      string // commit time (RFC 3339) as recorded by the Go toolchain
+	goVersion string
+}
+
+// buildInfo reads the build information the Go toolchain embeds.
+func buildInfo() build {
+	b := build{version: "unknown", revision: "unknown", time: "unknown", goVersion: runtime.Version()}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return b
+	}
+	if bi.Main.Version != "" {
+		b.version = bi.Main.Version
+	}
+	dirty := false
+	for _, s := range bi.Settings {
+		switch s.Key {
+		case "vcs.revision":
+			b.revision = s.Value
+		case "vcs.time":
+			b.time = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
+		}
+	}
+	if dirty && b.revision != "unknown" {
+		b.revision += "-dirty"
+	}
+	return b
+}
+
+func runVersion(args []string) error {
+	fs := newFlagSet("version", "", "The build date is the commit's time as the Go toolchain records it (go build embeds\nit from git; 'unknown' for a build outside a checkout).")
+	if err := parseArgs(fs, args); err != nil {
+		return err
+	}
+	if err := noArgs(fs); err != nil {
+		return err
+	}
+	b := buildInfo()
+	fmt.Fprintf(os.Stdout, "mpath %s\ncommit %s\nbuilt %s\n%s %s/%s\n", b.version, b.revision, b.time, b.goVersion, runtime.GOOS, runtime.GOARCH)
+	return nil
+}
