@@ -81,7 +81,7 @@ func TestUsageErrors(t *testing.T) {
 		{[]string{"client", "--direct", "--path", path, "extra"}, `unexpected argument "extra"`},
 		{[]string{"client", "--keepalive", "long"}, `invalid value "long" for flag -keepalive`},
 		{[]string{"exit", "--listen", "10.0.0.1", "--psk-file", "/nonexistent"}, `--listen "10.0.0.1": want IPv4:port`},
-		{[]string{"relay"}, "--allow is required"},
+		{[]string{"relay"}, "--allow, or --allow-from and --allow-to, are required"},
 		{[]string{"relay", "--allow", "10.0.0.0/8", "--mode", "sideways"}, "--mode"},
 		{[]string{"relay", "--allow", "10.0.0.0/8", "--metrics", ":9466"}, "add --metrics-public"},
 		{[]string{"status", "--watch", "-1s"}, "must not be negative"},
