@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -109,5 +110,29 @@ func TestStatusErrors(t *testing.T) {
 	defer srv.Close()
 	if err := statusMain([]string{"--metrics", srv.URL}, &out, false); err == nil || !strings.Contains(err.Error(), "client or exit") {
 		t.Errorf("relay endpoint: err = %v", err)
+	}
+}
+
+// TestStatusDefaultAddress: with no --metrics, status reads the client's default
+// endpoint (or the exit's when no client answers).
+func TestStatusDefaultAddress(t *testing.T) {
+	for _, addr := range []string{defaultClientMetrics, defaultExitMetrics} {
+		t.Run(addr, func(t *testing.T) {
+			ln, err := net.Listen("tcp", addr)
+			if err != nil {
+				t.Skipf("skipping: %s is in use: %v", addr, err)
+			}
+			var scrapes atomic.Int64
+			srv := &http.Server{Handler: fakeExitMetrics(&scrapes)}
+			go srv.Serve(ln)
+			defer srv.Close()
+			var out bytes.Buffer
+			if err := statusMain(nil, &out, false); err != nil {
+				t.Fatal(err)
+			}
+			if !strings.Contains(out.String(), "mpath exit at "+addr) {
+				t.Errorf("output:\n%s", out.String())
+			}
+		})
 	}
 }

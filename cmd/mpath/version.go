@@ -11,6 +11,12 @@ func init() {
 	register("version", "print mpath's version, commit, Go version and build date", runVersion)
 }
 
+// Set at link time when the build has no VCS information (GOFLAGS=-buildvcs=false, a
+// git worktree, a tarball) or to stamp the build time rather than the commit time:
+//
+//	go build -ldflags "-X main.buildRevision=$(git rev-parse HEAD) -X main.buildDate=$(date -u +%FT%TZ)" ./cmd/mpath
+var buildRevision, buildDate string
+
 // build is what the binary knows about how it was built.
 type build struct {
 	version   string // module version, "(devel)" for a build from a checkout
@@ -24,7 +30,7 @@ func buildInfo() build {
 	b := build{version: "unknown", revision: "unknown", time: "unknown", goVersion: runtime.Version()}
 	bi, ok := debug.ReadBuildInfo()
 	if !ok {
-		return b
+		bi = &debug.BuildInfo{}
 	}
 	if bi.Main.Version != "" {
 		b.version = bi.Main.Version
@@ -43,11 +49,17 @@ func buildInfo() build {
 	if dirty && b.revision != "unknown" {
 		b.revision += "-dirty"
 	}
+	if buildRevision != "" {
+		b.revision = buildRevision
+	}
+	if buildDate != "" {
+		b.time = buildDate
+	}
 	return b
 }
 
 func runVersion(args []string) error {
-	fs := newFlagSet("version", "", "The build date is the commit's time as the Go toolchain records it (go build embeds\nit from git; 'unknown' for a build outside a checkout).")
+	fs := newFlagSet("version", "", "The build date is the commit's time as the Go toolchain records it from git ('unknown'\nwithout VCS information), unless the build set main.buildDate with -ldflags -X.")
 	if err := parseArgs(fs, args); err != nil {
 		return err
 	}
