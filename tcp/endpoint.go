@@ -411,9 +411,16 @@ func (e *endpoint) input(now time.Time, seg *Segment, path int) {
 	// 2. RST (RFC 5961 section 3): exact match resets, in-window draws a challenge ACK.
 	if seg.Flags&FlagRST != 0 {
 		if seg.Seq == e.rcvNxt {
-			if e.state == stateSynRcvd {
+			switch e.state {
+			case stateSynRcvd:
 				e.fail(ErrRefused)
-			} else {
+			case stateTimeWait:
+				// Both directions ended cleanly (every byte and both FINs acknowledged):
+				// the reset only deletes the TCB (RFC 9293 3.10.7.4, no "connection
+				// reset" signal). It is routine: a late duplicate drew our ACK, and
+				// the peer, already CLOSED, answered that with a reset.
+				e.finish(nil)
+			default:
 				e.fail(ErrReset)
 			}
 		} else {

@@ -892,6 +892,85 @@ func TestFIN(t *testing.T) {
 	})
 }
 
+// TestRSTInTimeWait: in TIME-WAIT both directions have ended cleanly, so a reset (exact,
+// RFC 5961) deletes the TCB without a "connection reset" signal (RFC 9293 3.10.7.4):
+// data still unread ends in EOF, as the peer's FIN said, not in ECONNRESET. Such resets
+// are routine: a late duplicate draws our ACK, and the peer, already CLOSED, resets it.
+func TestRSTInTimeWait(t *testing.T) {
+	const iss, peerISS = 300, 0xfffffff0
+	rcvNxt := uint32(peerISS + 1)
+	// timeWait returns an endpoint in TIME-WAIT holding 700 unread bytes before the
+	// peer's FIN; its rcv.nxt is rcvNxt+701.
+	timeWait := func(t *testing.T) (*endpoint, time.Time) {
+		e, now := openActive(t, testConfig(1), iss, peerISS, fullOpts(1440, 7, 1), 1000, 10*time.Millisecond)
+		in(e, now, fromPeer(FlagACK, rcvNxt, iss+1, 1000, streamBytes(1, 0, 700)), 0)
+		e.closeWrite()
+		flush(e, now)
+		in(e, now, fromPeer(FlagFIN|FlagACK, rcvNxt+700, iss+2, 1000, nil), 0)
+		if e.state != stateTimeWait || e.rcvNxt != rcvNxt+701 {
+			t.Fatalf("setting up: state %v rcv.nxt +%d, want TIME-WAIT, +701", e.state, e.rcvNxt-rcvNxt)
+		}
+		return e, now
+	}
+	readRest := func(t *testing.T, e *endpoint) {
+		t.Helper()
+		buf := make([]byte, 1000)
+		n, err, ok := e.rb.read(buf)
+		if !ok || err != nil || !bytes.Equal(buf[:n], streamBytes(1, 0, 700)) {
+			t.Fatalf("read %d bytes, err %v, ok %v; want the 700 bytes sent before the FIN", n, err, ok)
+		}
+		if _, err, ok = e.rb.read(buf); !ok || err != io.EOF {
+			t.Fatalf("read after the data: %v %v, want EOF", ok, err)
+		}
+	}
+	t.Run("exact RST ends TIME-WAIT without an error", func(t *testing.T) {
+		e, now := timeWait(t)
+		out := in(e, now.Add(time.Second), fromPeer(FlagRST, rcvNxt+701, 0, 0, nil), 0)
+		if !e.done || e.state != stateClosed || e.err != nil || len(out) != 0 {
+			t.Fatalf("state %v done %v err %v sent %v; want CLOSED, no error, silence", e.state, e.done, e.err, segList(out))
+		}
+		readRest(t, e)
+	})
+	t.Run("in-window RST draws a challenge ACK", func(t *testing.T) {
+		e, now := timeWait(t)
+		out := in(e, now, fromPeer(FlagRST, rcvNxt+705, 0, 0, nil), 0)
+		wantACK(t, "challenge", only(t, "challenge ACK", out), rcvNxt+701)
+		if e.done || e.state != stateTimeWait {
+			t.Fatalf("state %v done %v, want TIME-WAIT", e.state, e.done)
+		}
+	})
+	t.Run("a late duplicate's ACK reset by the closed peer", func(t *testing.T) {
+		// The FuzzEndpoint corpus entry 233d51c1b023574e, spelled out.
+		p := newPair(t, testConfig(2), testConfig(2), 500, 900)
+		p.connect(nil)
+		p.deliverAll(time.Second)
+		p.noRead[1] = true
+		p.write(0, 300)
+		dup := p.wire[0][0]
+		p.closeWrite(1)
+		p.deliverAll(time.Second)
+		p.closeWrite(0)
+		p.deliverAll(time.Second)
+		if p.ep[1].state != stateTimeWait || !p.ep[0].done || p.ep[0].err != nil {
+			t.Fatalf("states %v / %v (err %v), want CLOSED cleanly / TIME-WAIT", p.ep[0].state, p.ep[1].state, p.ep[0].err)
+		}
+		p.wire[0] = append(p.wire[0], dup) // the data segment again, late
+		p.deliver(0, 0)                    // TIME-WAIT answers with an ACK
+		p.deliver(1, 0)                    // to no connection: a reset
+		if len(p.wire[0]) != 1 || p.wire[0][0].seg.Flags&FlagRST == 0 {
+			t.Fatalf("the closed side answered %v, want a reset", segList(p.wire[0]))
+		}
+		p.deliver(0, 0)
+		if !p.ep[1].done || p.ep[1].err != nil {
+			t.Fatalf("after the reset: state %v done %v err %v, want CLOSED without an error", p.ep[1].state, p.ep[1].done, p.ep[1].err)
+		}
+		p.readAll(1)
+		if p.app[1].read != 300 || !p.app[1].eof || p.app[1].readErr != nil {
+			t.Fatalf("the application read %d bytes, eof %v, err %v; want 300 and EOF", p.app[1].read, p.app[1].eof, p.app[1].readErr)
+		}
+	})
+}
+
 // TestCloseCases: the application's Close (cmdClose in the loop) and what follows.
 func TestCloseCases(t *testing.T) {
 	established := func(t *testing.T) *pair {
