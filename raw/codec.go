@@ -30,6 +30,13 @@ const (
 	defaultTTL    = 64
 	protoIPIP     = 4
 	protoTCP      = 6
+	protoUDP      = 17
+	udpHeaderLen  = 8
+
+	// OverheadIPIP and OverheadUDP are what each encapsulation adds in front of the inner
+	// IPv4 packet: the MTU a path loses.
+	OverheadIPIP = ipv4HeaderLen
+	OverheadUDP  = ipv4HeaderLen + udpHeaderLen
 )
 
 // Encoder serialises segments into packets. It reuses one buffer: the slice a method
@@ -48,6 +55,11 @@ type Encoder struct {
 	ipip    [4]gopacket.SerializableLayer // outer, inner, tcp, payload
 	plain   [3]gopacket.SerializableLayer // inner, tcp, payload
 
+	// PathID is written into the high byte of every inner IPv4 ID (see PathTag): the
+	// path a packet was sent on, readable by the far end whatever NAT did to the outer
+	// headers.
+	PathID uint8
+
 	addrs   [4][4]byte           // outer src, outer dst, inner src, inner dst
 	opts    [12]layers.TCPOption // at most 9: MSS, NOP NOP SACKPERM, NOP WS, NOP NOP SACK
 	optData [maxTCPOptions]byte
@@ -65,7 +77,7 @@ func (e *Encoder) setup() {
 	e.init = true
 	// Room for the largest headers in front, a full-size payload behind: after the first
 	// packet the buffer never grows again.
-	e.buf = gopacket.NewSerializeBufferExpectedSize(2*ipv4HeaderLen+tcpHeaderLen+maxTCPOptions, 1500)
+	e.buf = gopacket.NewSerializeBufferExpectedSize(2*ipv4HeaderLen+udpHeaderLen+tcpHeaderLen+maxTCPOptions, 1500)
 	e.outer = layers.IPv4{Version: 4, Protocol: layers.IPProtocolIPv4, Flags: layers.IPv4DontFragment,
 		SrcIP: e.addrs[0][:], DstIP: e.addrs[1][:]}
 	e.inner = layers.IPv4{Version: 4, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment,
@@ -105,6 +117,61 @@ func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcp.Segment) ([]byte,
 	putIPChecksum(b)
 	return b, nil
 }
+
+// UDP encodes seg in the format of Linux fou with ipproto 4: outer IPv4 (outerSrc ->
+// outerDst, protocol 17, DF), UDP (ports from outerSrc and outerDst, checksum 0 as fou
+// sends by default: the inner headers carry their own), then the inner IPv4 + TCP packet
+// exactly as IPIP would carry it. The result is valid until the next call on e.
+func (e *Encoder) UDP(outerSrc, outerDst netip.AddrPort, seg *tcp.Segment) ([]byte, error) {
+	if !outerSrc.Addr().Is4() || !outerDst.Addr().Is4() {
+		return nil, errEncNotIPv4
+	}
+	if err := e.prepare(seg, 2*ipv4HeaderLen+udpHeaderLen); err != nil {
+		return nil, err
+	}
+	if err := gopacket.SerializeLayers(e.buf, serializeOpts, e.plain[:]...); err != nil {
+		return nil, err
+	}
+	putChecksums(e.buf.Bytes())
+	if _, err := e.buf.PrependBytes(ipv4HeaderLen + udpHeaderLen); err != nil {
+		return nil, err
+	}
+	b := e.buf.Bytes()
+	PutUDPHeaders(b, outerSrc, outerDst, e.inner.Id, e.inner.TTL)
+	return b, nil
+}
+
+// PutUDPHeaders writes the 28 bytes of outer IPv4 + UDP headers at the start of pkt
+// (len(pkt) is the whole packet's length, the inner packet starting at byte 28) from src
+// to dst, with the given IP ID and TTL, DF set and the UDP checksum 0. The relay uses
+// it to re-encapsulate in place.
+func PutUDPHeaders(pkt []byte, src, dst netip.AddrPort, id uint16, ttl uint8) {
+	h := pkt[:ipv4HeaderLen+udpHeaderLen]
+	h[0], h[1] = 0x45, 0
+	binary.BigEndian.PutUint16(h[2:4], uint16(len(pkt)))
+	binary.BigEndian.PutUint16(h[4:6], id)
+	binary.BigEndian.PutUint16(h[6:8], 0x4000) // DF
+	h[8], h[9] = ttl, protoUDP
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(h[12:16], s[:])
+	copy(h[16:20], d[:])
+	putIPChecksum(h)
+	u := h[ipv4HeaderLen:]
+	binary.BigEndian.PutUint16(u[0:2], src.Port())
+	binary.BigEndian.PutUint16(u[2:4], dst.Port())
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(pkt)-ipv4HeaderLen))
+	u[6], u[7] = 0, 0
+}
+
+// PathTag is the inner IPv4 ID the Encoder writes: the path in the high byte, a counter
+// in the low byte. Every packet carries DF, so the ID identifies no fragments (RFC 6864
+// lets an atomic datagram's ID be anything) and costs no MSS; nothing on the way
+// rewrites it, because NATs and relays only ever touch the outer headers (a stock
+// forward-mode relay passes the inner packet as it is). PathOf reads it back.
+func PathTag(path uint8, counter uint16) uint16 { return uint16(path)<<8 | counter&0xff }
+
+// PathOf returns the path a packet was sent on, from its inner IPv4 ID (Info.ID).
+func PathOf(id uint16) uint8 { return uint8(id >> 8) }
 
 // TCP encodes seg as a plain IPv4 (DF) + TCP packet. The result is valid until the next
 // call on e.
@@ -162,7 +229,7 @@ func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
 		ttl = defaultTTL
 	}
 	e.addrs[2], e.addrs[3] = src.As4(), dst.As4()
-	e.inner.Id, e.inner.TTL = e.id, ttl
+	e.inner.Id, e.inner.TTL = PathTag(e.PathID, e.id), ttl
 
 	t := &e.tcp
 	t.SrcPort, t.DstPort = layers.TCPPort(seg.Src.Port()), layers.TCPPort(seg.Dst.Port())
@@ -234,7 +301,9 @@ func (e *Encoder) encodeOptions(o *tcp.Options) int {
 // Info is what Decode learnt about a packet beyond the segment itself.
 type Info struct {
 	IPIP               bool       // the packet was IPv4 in IPv4
+	UDP                bool       // the packet was IPv4 in UDP (fou) to Decoder.UDPPort
 	OuterSrc, OuterDst netip.Addr // outer header addresses (for plain TCP: the only header's)
+	OuterSrcPort       uint16     // UDP source port of the encapsulation (0 unless UDP)
 	TTL                uint8      // TTL of the outer (or only) header
 	InnerTTL           uint8      // TTL of the header in front of TCP (== TTL when not IPIP)
 	TOS                uint8      // TOS/DSCP+ECN byte of the header in front of TCP
@@ -245,13 +314,23 @@ type Info struct {
 	Inner []byte
 }
 
-// Decoder parses packets that start at an IPv4 header: plain IPv4/TCP or
-// IPv4/IPIP/IPv4/TCP. It reuses its state between calls and does not allocate. Not safe
+// Tunneled reports whether the packet came encapsulated (IPIP or UDP).
+func (i *Info) Tunneled() bool { return i.IPIP || i.UDP }
+
+// Source is the outer source as an address and port (port 0 for IPIP and plain TCP).
+func (i *Info) Source() netip.AddrPort { return netip.AddrPortFrom(i.OuterSrc, i.OuterSrcPort) }
+
+// Decoder parses packets that start at an IPv4 header: plain IPv4/TCP,
+// IPv4/IPIP/IPv4/TCP or, when UDPPort is set, IPv4/UDP(to UDPPort)/IPv4/TCP. It reuses its state between calls and does not allocate. Not safe
 // for concurrent use: use one Decoder per receive goroutine. The zero value is ready to
 // use (NewDecoder just sets it up ahead of the first packet).
 type Decoder struct {
+	// UDPPort is the UDP encapsulation port: UDP to it is decapsulated; 0 = no UDP.
+	UDPPort uint16
+
 	parser  *gopacket.DecodingLayerParser
 	outer   ipv4Layer
+	udp     udpLayer
 	inner   ipv4Layer
 	tcp     tcpLayer
 	decoded []gopacket.LayerType
@@ -262,6 +341,7 @@ type Decoder struct {
 // sent to a type nobody decodes.
 var (
 	layerTypeInnerIPv4 = gopacket.RegisterLayerType(0x6d70, gopacket.LayerTypeMetadata{Name: "mpathInnerIPv4"})
+	layerTypeUDPEncap  = gopacket.RegisterLayerType(0x6d71, gopacket.LayerTypeMetadata{Name: "mpathUDPEncap"})
 )
 
 // NewDecoder returns a ready Decoder.
@@ -273,11 +353,11 @@ func NewDecoder() *Decoder {
 
 func (d *Decoder) setup() {
 	d.decoded = make([]gopacket.LayerType, 0, 4)
-	d.outer = ipv4Layer{errs: &outerErrs, tcp: &d.tcp, typ: layers.LayerTypeIPv4}
+	d.outer = ipv4Layer{errs: &outerErrs, tcp: &d.tcp, typ: layers.LayerTypeIPv4, udpPort: &d.UDPPort, udp: &d.udp}
 	d.inner = ipv4Layer{errs: &innerErrs, tcp: &d.tcp, typ: layerTypeInnerIPv4, inner: true}
 	// A slice-backed container: three decoders, a linear scan beats a map.
 	d.parser = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4)
-	d.parser.SetDecodingLayerContainer(gopacket.DecodingLayerArray(nil).Put(&d.outer).Put(&d.inner).Put(&d.tcp))
+	d.parser.SetDecodingLayerContainer(gopacket.DecodingLayerArray(nil).Put(&d.outer).Put(&d.udp).Put(&d.inner).Put(&d.tcp))
 	// Every header is checked before gopacket sees it; a panic would be our bug and
 	// should surface (fuzzing), not turn into an error.
 	d.parser.IgnorePanic = true
@@ -293,7 +373,7 @@ func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
 	if d.parser == nil {
 		d.setup()
 	}
-	d.tcp.done = false
+	d.tcp.done, d.udp.done = false, false
 	if err := d.parser.DecodeLayers(pkt, &d.decoded); err != nil {
 		return Info{}, err
 	}
@@ -301,11 +381,12 @@ func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
 		return Info{}, errNoTCP // cannot happen: every layer either errs or leads to TCP
 	}
 	ip := &d.outer
-	if len(d.decoded) == 3 {
+	if len(d.decoded) >= 3 {
 		ip = &d.inner
 	}
 	info := Info{
-		IPIP:     ip == &d.inner,
+		IPIP:     ip == &d.inner && !d.udp.done,
+		UDP:      d.udp.done,
 		OuterSrc: netip.AddrFrom4([4]byte(d.outer.SrcIP)),
 		OuterDst: netip.AddrFrom4([4]byte(d.outer.DstIP)),
 		TTL:      d.outer.TTL,
@@ -313,6 +394,9 @@ func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
 		TOS:      ip.TOS,
 		ID:       ip.Id,
 		Inner:    ip.whole,
+	}
+	if d.udp.done {
+		info.OuterSrcPort = d.udp.srcPort
 	}
 	t := &d.tcp
 	seg.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip.SrcIP)), uint16(t.SrcPort))
@@ -335,6 +419,10 @@ type ipv4Layer struct {
 	inner bool
 	whole []byte // the header and payload, trimmed to the total length
 	next  gopacket.LayerType
+	// udpPort (outer header only) points at the Decoder's UDPPort: UDP to it is an
+	// encapsulation.
+	udpPort *uint16
+	udp     *udpLayer
 }
 
 func (l *ipv4Layer) CanDecode() gopacket.LayerClass    { return l.typ }
@@ -384,6 +472,12 @@ func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) err
 			return errNested
 		}
 		l.next = layerTypeInnerIPv4
+	case protoUDP:
+		if l.inner || l.udpPort == nil || *l.udpPort == 0 || hl+udpHeaderLen > total ||
+			binary.BigEndian.Uint16(data[hl+2:hl+4]) != *l.udpPort {
+			return e.notTCP
+		}
+		l.next = layerTypeUDPEncap
 	default:
 		return e.notTCP
 	}
@@ -392,6 +486,41 @@ func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) err
 	}
 	l.whole = data[:total]
 	l.tcp.pseudo = pseudoSum(data[12:16], data[16:20], protoTCP, total-hl)
+	if l.next == layerTypeUDPEncap {
+		l.udp.pseudo = pseudoSum(data[12:16], data[16:20], protoUDP, total-hl)
+	}
+	return nil
+}
+
+// udpLayer is the UDP header of the fou encapsulation (checked by hand, no gopacket
+// layer: there is nothing in it we need but the ports). Its payload is the inner IPv4
+// packet. The IPv4 layer in front has checked the destination port and that 8 bytes are
+// there; the UDP length must cover exactly the rest of the IP payload, and a nonzero
+// checksum must be right (fou sends 0; a NAT keeps 0 as 0).
+type udpLayer struct {
+	payload []byte
+	srcPort uint16
+	pseudo  uint64 // pseudo-header sum, set by the IPv4 layer in front
+	done    bool
+}
+
+func (l *udpLayer) CanDecode() gopacket.LayerClass    { return layerTypeUDPEncap }
+func (l *udpLayer) NextLayerType() gopacket.LayerType { return layerTypeInnerIPv4 }
+func (l *udpLayer) LayerPayload() []byte              { return l.payload }
+
+func (l *udpLayer) DecodeFromBytes(data []byte, _ gopacket.DecodeFeedback) error {
+	if len(data) < udpHeaderLen {
+		return errUDPTruncated
+	}
+	if int(binary.BigEndian.Uint16(data[4:6])) != len(data) {
+		return errUDPLength
+	}
+	if binary.BigEndian.Uint16(data[6:8]) != 0 && fold(sum(data, l.pseudo)) != 0xffff {
+		return errUDPChecksum
+	}
+	l.srcPort = binary.BigEndian.Uint16(data[0:2])
+	l.payload = data[udpHeaderLen:]
+	l.done = true
 	return nil
 }
 
