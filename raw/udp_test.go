@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
+	"golang.org/x/net/bpf"
 
 	"mpath/tcp"
 )
@@ -218,5 +219,60 @@ func BenchmarkEncodeUDP(b *testing.B) {
 		if _, err := enc.UDP(testUDPSrc, testUDPDst, &seg); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+func TestFilterUDP(t *testing.T) {
+	ports := []PortRange{{40000, 40099}}
+	prog := FilterEngine(FilterSpec{Ports: ports, UDPPort: testUDPPort,
+		UDPSources:  []netip.Prefix{netip.MustParsePrefix("10.77.0.0/16")},
+		IPIPSources: []netip.Prefix{netip.MustParsePrefix("10.77.1.1/32")}})
+	enc := NewEncoder()
+	mk := func(src string, udpPort, port uint16) []byte {
+		seg := tcp.Segment{Src: testSrc, Dst: netip.AddrPortFrom(testDst.Addr(), port), Flags: tcp.FlagACK, Payload: []byte("abc")}
+		p, err := enc.UDP(netip.AddrPortFrom(netip.MustParseAddr(src), 999), netip.AddrPortFrom(testOuterDst, udpPort), &seg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return append([]byte(nil), p...)
+	}
+	innerFrag := mk("10.77.3.3", testUDPPort, 40000)
+	innerFrag[28+7] = 10
+	innerUDP := mk("10.77.3.3", testUDPPort, 40000)
+	innerUDP[28+9] = protoUDP
+	seg := tcp.Segment{Src: testSrc, Dst: netip.AddrPortFrom(testDst.Addr(), 40000)}
+	ipip, _ := enc.IPIP(testOuterSrc, testOuterDst, &seg)
+	ipip = append([]byte(nil), ipip...)
+	for _, c := range []struct {
+		name string
+		pkt  []byte
+		want bool
+	}{
+		{"udp-ok", mk("10.77.3.3", testUDPPort, 40050), true},
+		{"udp-other-encap-port", mk("10.77.3.3", testUDPPort+1, 40050), false},
+		{"udp-inner-port-out", mk("10.77.3.3", testUDPPort, 22), false},
+		{"udp-source-out", mk("10.78.3.3", testUDPPort, 40050), false},
+		{"udp-inner-fragment", innerFrag, false},
+		{"udp-inner-not-tcp", innerUDP, false},
+		{"ipip-still-ok", ipip, true},
+	} {
+		if got := runFilter(t, prog, c.pkt); got != c.want {
+			t.Errorf("%s: accepted=%v, want %v", c.name, got, c.want)
+		}
+	}
+	if runFilter(t, FilterTCPPortsOrIPIP(ports, nil), mk("10.77.3.3", testUDPPort, 40050)) {
+		t.Error("UDP accepted by a filter without UDP")
+	}
+	// Both source lists at their limits still assemble (long jumps in the dispatch).
+	var srcs []netip.Prefix
+	var many []PortRange
+	for i := 0; i < MaxFilterSources; i++ {
+		srcs = append(srcs, netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, byte(i), 1}), 32))
+	}
+	for i := 0; i < MaxFilterPortRanges; i++ {
+		many = append(many, PortRange{uint16(10 * i), uint16(10*i + 1)})
+	}
+	if _, err := bpf.Assemble(FilterEngine(FilterSpec{Ports: many, IPIPSources: srcs, UDPPort: 1, UDPSources: srcs})); err != nil {
+		t.Fatalf("assemble at the limits: %v", err)
 	}
 }
