@@ -28,8 +28,8 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"sync"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -63,9 +63,9 @@ type LinkConfig struct {
 	// Keepalive is how often a path that sent nothing gets an empty encapsulation
 	// packet to hold NAT mappings open; 0 = 25 s, negative = never. Learning exits send
 	// none (the clients do).
-	Keepalive time.Duration
-	GuardTable string         // guard table name; default "mpath"
-	Logger     *zap.Logger    // nil: no logs
+	Keepalive  time.Duration
+	GuardTable string      // guard table name; default "mpath"
+	Logger     *zap.Logger // nil: no logs
 	// RingBytes is the receive ring size (see ReceiverConfig); 0 = 4 MiB.
 	RingBytes int
 }
