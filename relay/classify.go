@@ -221,6 +221,10 @@ type Policy struct {
 	Local *LocalSet // the relay's own addresses
 	Mode  Mode
 	Plain bool // also forward plain (non-IPIP) transit IPv4 whose addresses are allowed
+	// UDPPort, when not 0, is the UDP encapsulation port (Linux fou, ipproto 4): IPv4 in
+	// UDP to it is a tunnel packet like IPIP, and in reencap mode the relay sends UDP
+	// (from and to this port) instead of IPIP.
+	UDPPort uint16
 }
 
 // Action is what Classify decided for a packet.
@@ -239,6 +243,11 @@ type Verdict struct {
 	Out    []byte     // for ActForward: the packet to send, a subslice of the input buffer
 	Dst    netip.Addr // for ActForward: where the kernel routes Out
 	Tunnel bool       // the input was IPIP addressed to the relay (false: plain transit)
+	// Reencap only: the inner source whose packets, allowlisted, just came from the
+	// outer source LearnFrom (address, and port with UDP). The relay's return table
+	// (returns.go) sends packets for Learn back there.
+	Learn     netip.Addr
+	LearnFrom netip.AddrPort
 }
 
 // IPv4 header constants.
@@ -248,6 +257,8 @@ const (
 	protoIPv6     = 41
 	protoGRE      = 47
 	protoTCP      = 6
+	protoUDP      = 17
+	udpHeaderLen  = 8
 	// OuterTTL is the TTL of the outer header the relay writes in reencap mode.
 	OuterTTL = 64
 )
@@ -264,12 +275,35 @@ const ReencapHeadroom = ipv4HeaderLen
 // inner destination (needed in reencap mode only; see Relay); pass the zero Addr when
 // unknown, which leaves the source for the kernel to fill in.
 func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdict {
+	return ClassifyWith(p, buf, Env{Src: src})
+}
+
+// Env is what ClassifyWith asks the relay about while judging a packet.
+type Env struct {
+	// Src returns the relay's address toward dst (reencap outer source); nil or the zero
+	// Addr leaves the source to the kernel.
+	Src func(dst netip.Addr) netip.Addr
+	// Return returns where packets for the inner address dst go in reencap mode: the
+	// outer source that dst's own packets last came from (nil or false: dst itself).
+	Return func(dst netip.Addr) (netip.AddrPort, bool)
+}
+
+// ClassifyWith is Classify with return addressing: in reencap mode a packet for an
+// inner destination that the relay has heard from goes back to where that destination's
+// packets came from (a NAT's public address and port) rather than to the inner address,
+// and the verdict says what to learn (Learn, LearnFrom). It may move the inner packet 8
+// bytes towards the end of buf (within cap(buf)) when IPIP input leaves as UDP.
+func ClassifyWith(p *Policy, buf []byte, env Env) Verdict {
 	h, ok := parseIPv4(buf)
 	if !ok {
 		return Verdict{Action: ActDrop, Reason: ReasonMalformed}
 	}
 	if h.proto == protoIPIP && p.Local.Has(h.dst) {
-		return classifyTunnel(p, buf, h, src)
+		return classifyTunnel(p, buf, h, 0, env)
+	}
+	if h.proto == protoUDP && p.UDPPort != 0 && p.Local.Has(h.dst) && !h.fragment && h.totalLen >= h.hdrLen+udpHeaderLen &&
+		binary.BigEndian.Uint16(buf[h.hdrLen+2:h.hdrLen+4]) == p.UDPPort {
+		return classifyTunnel(p, buf, h, udpHeaderLen, env)
 	}
 	if !p.Plain || p.Local.Has(h.dst) {
 		return Verdict{Action: ActIgnore}
@@ -292,7 +326,9 @@ func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdic
 	return Verdict{Action: ActForward, Out: pkt, Dst: addrOf(h.dst)}
 }
 
-func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) netip.Addr) Verdict {
+// classifyTunnel judges an encapsulated packet; extra is the bytes between the outer
+// IPv4 header and the inner packet (0 for IPIP, 8 for the UDP header).
+func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, extra int, env Env) Verdict {
 	drop := func(r Reason) Verdict { return Verdict{Action: ActDrop, Reason: r, Tunnel: true} }
 	if !p.Allow.Contains(outer.src) {
 		return drop(ReasonNotAllowed)
@@ -300,7 +336,21 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	if outer.fragment {
 		return drop(ReasonFragment)
 	}
-	innerBuf := buf[outer.hdrLen:outer.totalLen]
+	var srcPort uint16
+	if extra > 0 {
+		u := buf[outer.hdrLen:outer.totalLen]
+		if int(binary.BigEndian.Uint16(u[4:6])) != len(u) || !udpChecksumOK(buf[12:20], u) {
+			return drop(ReasonMalformed)
+		}
+		srcPort = binary.BigEndian.Uint16(u[0:2])
+	}
+	innerStart := outer.hdrLen + extra
+	innerBuf := buf[innerStart:outer.totalLen]
+	if len(innerBuf) == 0 {
+		// A keepalive (an empty encapsulation that holds a NAT mapping): not a packet to
+		// forward; the kernel's guard drops it.
+		return Verdict{Action: ActIgnore, Tunnel: true}
+	}
 	in, ok := parseIPv4(innerBuf)
 	if !ok {
 		return drop(ReasonMalformed)
@@ -327,19 +377,52 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	if in.ttl <= 1 {
 		return drop(ReasonTTLExpired)
 	}
-	decTTL(innerBuf)
 	dst := addrOf(in.dst)
 	if p.Mode == ModeForward {
+		decTTL(innerBuf)
 		return Verdict{Action: ActForward, Out: innerBuf, Dst: dst, Tunnel: true}
 	}
-	start := outer.hdrLen - ipv4HeaderLen
-	pkt := buf[start:outer.totalLen]
-	var s netip.Addr
-	if src != nil {
-		s = src(dst)
+	// Reencap: to where dst's own packets came from if the relay has heard from it,
+	// else to dst itself.
+	to := netip.AddrPortFrom(dst, p.UDPPort)
+	if env.Return != nil {
+		if ep, ok := env.Return(dst); ok {
+			to = ep
+			if p.UDPPort != 0 && ep.Port() == 0 {
+				to = netip.AddrPortFrom(ep.Addr(), p.UDPPort) // learned from IPIP
+			}
+		}
 	}
-	writeOuter(pkt, s, dst, outer.id)
-	return Verdict{Action: ActForward, Out: pkt, Dst: dst, Tunnel: true}
+	hdr := ipv4HeaderLen
+	if p.UDPPort != 0 {
+		hdr += udpHeaderLen
+	}
+	start := innerStart - hdr
+	if start < 0 {
+		// IPIP in, UDP out: move the inner packet back to make room for the UDP header.
+		shift := -start
+		if cap(buf) < outer.totalLen+shift {
+			return drop(ReasonMalformed)
+		}
+		buf = buf[:outer.totalLen+shift]
+		copy(buf[innerStart+shift:], buf[innerStart:outer.totalLen])
+		innerStart += shift
+		innerBuf = buf[innerStart:]
+		start = 0
+	}
+	decTTL(innerBuf)
+	pkt := buf[start : innerStart+len(innerBuf)]
+	var s netip.Addr
+	if env.Src != nil {
+		s = env.Src(to.Addr())
+	}
+	if p.UDPPort != 0 {
+		writeOuterUDP(pkt, s, to, p.UDPPort, outer.id)
+	} else {
+		writeOuter(pkt, s, to.Addr(), outer.id)
+	}
+	return Verdict{Action: ActForward, Out: pkt, Dst: to.Addr(), Tunnel: true,
+		Learn: addrOf(in.src), LearnFrom: netip.AddrPortFrom(addrOf(outer.src), srcPort)}
 }
 
 type ipv4Hdr struct {
