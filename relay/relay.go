@@ -148,9 +148,9 @@ type Relay struct {
 	ret       *returns
 	retLookup func(netip.Addr) (netip.AddrPort, bool)
 	im        *Impairer
-	srcAddr map[netip.Addr]netip.Addr
-	srcPol  *Policy // policy the srcAddr cache belongs to
-	times   []time.Time
+	srcAddr   map[netip.Addr]netip.Addr
+	srcPol    *Policy // policy the srcAddr cache belongs to
+	times     []time.Time
 	// direct collects forwarded packets when there is no impairment (nil otherwise).
 	direct     []*packet
 	directPkts [][]byte

@@ -102,6 +102,15 @@ func runClient(args []string) error {
 	if len(ef.paths) == 0 {
 		return errors.New("at least one --path is needed")
 	}
+	ef.mssSet = flagGiven(fs, "mss")
+	for i := range ef.paths {
+		if !ef.paths[i].relay.IsValid() { // a relay-less path: straight to the exit
+			if *direct {
+				return fmt.Errorf("path dev=%s: relay= is required in direct mode", ef.paths[i].dev)
+			}
+			ef.paths[i].relay = exit.Addr()
+		}
+	}
 	var addr netip.Addr
 	if ef.addr != "" {
 		if addr, err = netip.ParseAddr(ef.addr); err != nil || !addr.Is4() {

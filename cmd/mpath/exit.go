@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"net/netip"
 	"strings"
 
@@ -19,7 +20,12 @@ its kernel by an nftables table owned by the process), reads each flow's request
 version, timestamp, nonce, target, HMAC-SHA256 with the key in --psk-file), refuses bad
 MACs, timestamps off by more than 30 s, replayed nonces and denied targets, dials the
 target with the kernel's TCP (IPv4, IPv6 or a name it resolves) and copies bytes both
-ways with half-close. Its own segments go back sprayed over its --path list.
+ways with half-close. Its own segments go back sprayed over its --path list, or, with no
+--path, over each client's own paths: the exit learns, per client and path (a tag in
+every packet), the outer address (and port, with --encap udp) that the path's
+authenticated packets last came from, so clients behind NATs with changing addresses
+need no configuration here (forward-mode relays, which strip the encapsulation, need a
+--path list).
 
 It is never an open proxy: requests without the key are refused and counted. Loopback,
 link-local, multicast and unspecified targets are denied by default (--deny-target adds
@@ -28,6 +34,7 @@ to that list; --allow-target, when given, is the only space allowed).
 Examples:
   mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk \
       --path dev=x1,relay=10.77.101.2 --path dev=x2,relay=10.77.102.2
+  mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk --encap udp
   mpath exit ... --allow-target 10.0.0.0/8 --deny-target 10.9.0.0/16 --metrics 127.0.0.1:9091
 `
 
@@ -60,12 +67,32 @@ func (l *prefixList) Set(v string) error {
 	return nil
 }
 
+// authorizeFlow lets a learning link learn return endpoints from c's packets while the
+// flow lasts (only flows whose request verified may move a client's paths).
+func authorizeFlow(l *raw.Link) func(c net.Conn) func() {
+	if !l.Learning() {
+		return nil
+	}
+	return func(c net.Conn) func() {
+		la, ok1 := c.LocalAddr().(*net.TCPAddr)
+		ra, ok2 := c.RemoteAddr().(*net.TCPAddr)
+		if !ok1 || !ok2 {
+			return nil
+		}
+		local, remote := la.AddrPort(), ra.AddrPort()
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		l.Authorize(local, remote)
+		return func() { l.Deauthorize(local, remote) }
+	}
+}
+
 func runExit(args []string) error {
 	args, err := withConfigFile(args)
 	if err != nil {
 		return err
 	}
-	fs := newFlagSet("exit", "--listen ADDR:PORT --psk-file FILE --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", exitMore)
+	fs := newFlagSet("exit", "--listen ADDR:PORT --psk-file FILE [--encap udp] [--path dev=IFACE,relay=ADDR[,weight=N] ...] [flags]", exitMore)
 	var ef engineFlags
 	ef.register(fs)
 	listen := fs.String("listen", "", "the exit's inner IPv4 `address:port` that clients' --exit names (required)")
@@ -105,6 +132,8 @@ func runExit(args []string) error {
 		denyList = append(socks.DefaultDeny(), deny...)
 	}
 
+	ef.mssSet = flagGiven(fs, "mss")
+	ef.learn = len(ef.paths) == 0 // no --path: every client's paths are learned
 	log := newLogger(ef.debug).Named("exit")
 	defer log.Sync()
 	n, err := startNode(log, &ef, la.Addr(), []raw.PortRange{{First: la.Port(), Last: la.Port()}}, true)
@@ -116,7 +145,8 @@ func runExit(args []string) error {
 	if err != nil {
 		return err
 	}
-	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns, Logger: log.Named("exit")})
+	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns, Logger: log.Named("exit"),
+		OnAuthenticated: authorizeFlow(n.link)})
 	if err != nil {
 		return err
 	}

@@ -71,6 +71,7 @@ func runRelay(args []string) error {
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address`, e.g. :9100 or 127.0.0.1:9100 (empty: off)")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
 	debug := fs.Bool("debug", false, "debug logging")
+	encapFlag := fs.String("encap", "ipip", encapHelp+"; the relay takes IPIP and, with udp, UDP to the port too, and sends reencap packets in this format")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -101,7 +102,15 @@ func runRelay(args []string) error {
 			zap.Strings("devices", tun))
 	}
 
-	src, err := relay.NewRawSource(*plain)
+	encap, err := raw.ParseEncap(*encapFlag)
+	if err != nil {
+		return err
+	}
+	var udpPort uint16
+	if encap.Kind == raw.EncapUDP {
+		udpPort = encap.Port
+	}
+	src, err := relay.NewRawSourceEncap(*plain, udpPort)
 	if err != nil {
 		return err
 	}
@@ -114,7 +123,7 @@ func runRelay(args []string) error {
 
 	var guard *raw.Guard
 	if !*noGuard {
-		guard, err = relay.InstallGuard(allow)
+		guard, err = relay.InstallGuardEncap(allow, udpPort)
 		if err != nil {
 			src.Close()
 			return err
@@ -126,7 +135,7 @@ func runRelay(args []string) error {
 		}()
 	}
 
-	r, err := relay.New(relay.Config{Allow: allow, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
+	r, err := relay.New(relay.Config{Allow: allow, Mode: mode, Plain: *plain, Impair: spec, Log: log, UDPPort: udpPort}, src, sink)
 	if err != nil {
 		src.Close()
 		return err
