@@ -2,8 +2,8 @@ package raw
 
 // The codec, both directions:
 //
-//	encode:  tcp.Segment --Encoder.IPIP--> [outer IPv4 | inner IPv4 | TCP+options | payload]
-//	         tcp.Segment --Encoder.TCP---> [IPv4 | TCP+options | payload]
+//	encode:  tcpseg.Segment --Encoder.IPIP--> [outer IPv4 | inner IPv4 | TCP+options | payload]
+//	         tcpseg.Segment --Encoder.TCP---> [IPv4 | TCP+options | payload]
 //	         (gopacket.SerializeLayers into one reused SerializeBuffer fills in the
 //	         lengths; the checksums are ours, see serializeOpts)
 //
@@ -11,7 +11,7 @@ package raw
 //	                                                   --(proto 6)--------------------^
 //	         each layer first checks its header by hand (sentinel errors, checksums,
 //	         fragments), then lets gopacket's layer parse it; tcpLayer converts the
-//	         options into tcp.Options; Payload is a slice of the packet.
+//	         options into tcpseg.Options; Payload is a slice of the packet.
 
 import (
 	"encoding/binary"
@@ -20,7 +20,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"mpath/tcp"
+	"mpath/tcpseg"
 )
 
 const (
@@ -100,7 +100,7 @@ var (
 // IPIP encodes seg as outer IPv4 (outerSrc -> outerDst, protocol 4) around inner IPv4
 // (seg.Src -> seg.Dst) and TCP with options and payload. Both IP headers carry DF. The
 // result is valid until the next call on e.
-func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcp.Segment) ([]byte, error) {
+func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcpseg.Segment) ([]byte, error) {
 	if !outerSrc.Is4() || !outerDst.Is4() {
 		return nil, errEncNotIPv4
 	}
@@ -122,7 +122,7 @@ func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcp.Segment) ([]byte,
 // outerDst, protocol 17, DF), UDP (ports from outerSrc and outerDst, checksum 0 as fou
 // sends by default: the inner headers carry their own), then the inner IPv4 + TCP packet
 // exactly as IPIP would carry it. The result is valid until the next call on e.
-func (e *Encoder) UDP(outerSrc, outerDst netip.AddrPort, seg *tcp.Segment) ([]byte, error) {
+func (e *Encoder) UDP(outerSrc, outerDst netip.AddrPort, seg *tcpseg.Segment) ([]byte, error) {
 	if !outerSrc.Addr().Is4() || !outerDst.Addr().Is4() {
 		return nil, errEncNotIPv4
 	}
@@ -175,7 +175,7 @@ func PathOf(id uint16) uint8 { return uint8(id >> 8) }
 
 // TCP encodes seg as a plain IPv4 (DF) + TCP packet. The result is valid until the next
 // call on e.
-func (e *Encoder) TCP(seg *tcp.Segment) ([]byte, error) {
+func (e *Encoder) TCP(seg *tcpseg.Segment) ([]byte, error) {
 	if err := e.prepare(seg, ipv4HeaderLen); err != nil {
 		return nil, err
 	}
@@ -203,7 +203,7 @@ func putChecksums(b []byte) {
 }
 
 // prepare fills the inner IPv4 and TCP layers from seg.
-func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
+func (e *Encoder) prepare(seg *tcpseg.Segment, ipHeaders int) error {
 	if !e.init {
 		e.setup()
 	}
@@ -235,8 +235,8 @@ func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
 	t.SrcPort, t.DstPort = layers.TCPPort(seg.Src.Port()), layers.TCPPort(seg.Dst.Port())
 	t.Seq, t.Ack, t.Window, t.Urgent = seg.Seq, seg.Ack, seg.Window, 0
 	f := seg.Flags
-	t.FIN, t.SYN, t.RST, t.PSH = f&tcp.FlagFIN != 0, f&tcp.FlagSYN != 0, f&tcp.FlagRST != 0, f&tcp.FlagPSH != 0
-	t.ACK, t.URG, t.ECE, t.CWR, t.NS = f&tcp.FlagACK != 0, f&tcp.FlagURG != 0, f&tcp.FlagECE != 0, f&tcp.FlagCWR != 0, false
+	t.FIN, t.SYN, t.RST, t.PSH = f&tcpseg.FlagFIN != 0, f&tcpseg.FlagSYN != 0, f&tcpseg.FlagRST != 0, f&tcpseg.FlagPSH != 0
+	t.ACK, t.URG, t.ECE, t.CWR, t.NS = f&tcpseg.FlagACK != 0, f&tcpseg.FlagURG != 0, f&tcpseg.FlagECE != 0, f&tcpseg.FlagCWR != 0, false
 	t.Padding, t.Checksum = nil, 0
 	e.payload = seg.Payload
 	return nil
@@ -247,7 +247,7 @@ func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
 // MSS is 4-byte aligned and no trailing padding is needed. SACK blocks that do not fit in
 // the 40 bytes of option space are left out (the first ones are kept). It sets
 // e.tcp.Options and returns the number of options.
-func (e *Encoder) encodeOptions(o *tcp.Options) int {
+func (e *Encoder) encodeOptions(o *tcpseg.Options) int {
 	n, d, used := 0, 0, 0
 	add := func(kind layers.TCPOptionKind, size int) []byte {
 		e.opts[n] = layers.TCPOption{OptionType: kind}
@@ -285,7 +285,7 @@ func (e *Encoder) encodeOptions(o *tcp.Options) int {
 		add(layers.TCPOptionKindNop, 0)
 		add(layers.TCPOptionKindWindowScale, 1)[0] = o.WScale
 	}
-	if k := min(int(o.NSACK), tcp.MaxSACKBlocks, (maxTCPOptions-used-4)/8); k > 0 {
+	if k := min(int(o.NSACK), tcpseg.MaxSACKBlocks, (maxTCPOptions-used-4)/8); k > 0 {
 		add(layers.TCPOptionKindNop, 0)
 		add(layers.TCPOptionKindNop, 0)
 		sb := add(layers.TCPOptionKindSACK, 8*k)
@@ -369,7 +369,7 @@ func (d *Decoder) setup() {
 // rejects fragments, tunnels nested twice and anything but TCP inside. seg.Payload is a
 // slice of pkt (no copy): it is valid as long as pkt is. On error seg is in an undefined
 // state and the error matches one of the Err* sentinels.
-func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
+func (d *Decoder) Decode(pkt []byte, seg *tcpseg.Segment) (Info, error) {
 	if d.parser == nil {
 		d.setup()
 	}
@@ -545,13 +545,13 @@ func validIPOptions(b []byte) bool {
 
 // tcpLayer is gopacket's TCP layer behind our own checks (data offset, option lengths,
 // checksum with the pseudo-header its IPv4 layer left in pseudo). The options are then
-// converted from gopacket's []TCPOption into tcp.Options; gopacket keeps that slice
+// converted from gopacket's []TCPOption into tcpseg.Options; gopacket keeps that slice
 // between packets, so this does not allocate once it has grown to the option count.
 type tcpLayer struct {
 	layers.TCP
 	pseudo uint64 // pseudo-header sum, set by the IPv4 layer in front
-	flags  tcp.Flags
-	opts   tcp.Options
+	flags  tcpseg.Flags
+	opts   tcpseg.Options
 	done   bool
 }
 
@@ -575,7 +575,7 @@ func (l *tcpLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 	if err := l.TCP.DecodeFromBytes(data, df); err != nil {
 		return errInternal
 	}
-	l.flags = tcp.Flags(data[13])
+	l.flags = tcpseg.Flags(data[13])
 	if !l.convertOptions() {
 		return errTCPOptions
 	}
@@ -605,7 +605,7 @@ func validTCPOptionLayout(b []byte) bool {
 // convertOptions fills l.opts from gopacket's option list. Known options with a wrong
 // length make the segment invalid; unknown options are skipped (RFC 9293 3.1).
 func (l *tcpLayer) convertOptions() bool {
-	l.opts = tcp.Options{}
+	l.opts = tcpseg.Options{}
 	for i := range l.TCP.Options {
 		o := &l.TCP.Options[i]
 		d := o.OptionData
@@ -627,11 +627,11 @@ func (l *tcpLayer) convertOptions() bool {
 			l.opts.SACKPermitted = true
 		case layers.TCPOptionKindSACK:
 			n := len(d) / 8
-			if len(d)%8 != 0 || n == 0 || n > tcp.MaxSACKBlocks {
+			if len(d)%8 != 0 || n == 0 || n > tcpseg.MaxSACKBlocks {
 				return false
 			}
 			for j := 0; j < n; j++ {
-				l.opts.SACK[j] = tcp.SACKBlock{
+				l.opts.SACK[j] = tcpseg.SACKBlock{
 					Left:  binary.BigEndian.Uint32(d[8*j:]),
 					Right: binary.BigEndian.Uint32(d[8*j+4:]),
 				}

@@ -8,7 +8,11 @@
 //     timeout of at most 1 ms) that hands packets over in batches.
 //   - Guard: an nftables table owned by the process that keeps the host kernel away from
 //     engine flows (no RSTs, no ICMP for IPIP it cannot decapsulate).
-//   - Link: the tcp.Link the engine uses, built from the four above.
+//   - Link: the engine's tcp.Link, built from the four above.
+//
+// It speaks in tcpseg.Segment, not in engine types: raw does not import the engine
+// (tcp, spray, reorder), so the relay, which needs only the packet layer, builds
+// without them.
 //
 // It does not own TCP state (package tcp), path choice (spray) or the relay loop (relay).
 // Everything here is IPv4 only.

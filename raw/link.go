@@ -11,7 +11,7 @@ package raw
 //
 //	Run(ctx, deliver): Receiver on the paths' devices (BPF: TCP to Ports, IPIP or UDP
 //	from AcceptFrom to Ports) --> one Decoder --> keep segments to Addr:Ports --> batch
-//	of tcp.Segment (preallocated) --> deliver, at the latest at the end of each ring
+//	of tcpseg.Segment (preallocated) --> deliver, at the latest at the end of each ring
 //	block, payloads pointing into the ring (valid only during deliver)
 //
 //	keepalive goroutine: every Keepalive, an outer header with nothing inside on each
@@ -36,7 +36,7 @@ import (
 	"go.uber.org/zap"
 	"golang.org/x/sys/unix"
 
-	"mpath/tcp"
+	"mpath/tcpseg"
 )
 
 // PathConfig is one path: the device it leaves by and the relay at its far end.
@@ -161,8 +161,6 @@ type Link struct {
 	stopKA    chan struct{}
 	kaDone    chan struct{}
 }
-
-var _ tcp.Link = (*Link)(nil)
 
 // NewLink opens a Sender per path, the Receiver on the paths' devices and, if asked, the
 // Guard.
@@ -394,7 +392,7 @@ type txBatch struct {
 // learning mode to each client's learned endpoint for the path) and sends them as one
 // batch. The segments are serialised before Send returns; nothing is kept. An error
 // means some of the batch was not sent (counted in the path's TxErrors).
-func (l *Link) Send(path int, segs []tcp.Segment) error {
+func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 	if path < 0 || path >= len(l.paths) {
 		return fmt.Errorf("raw: link: send: no path %d", path)
 	}
@@ -482,7 +480,7 @@ const deliverBatch = 256
 // payloads (which point into the receive ring) are valid only during deliver: copy what
 // you keep. deliver runs on Run's goroutine and must not call Close (Close waits for the
 // receive loop to leave the ring). Only one Run at a time.
-func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error {
+func (l *Link) Run(ctx context.Context, deliver func(segs []tcpseg.Segment)) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return errors.New("raw: link: Run is already running")
 	}
@@ -497,7 +495,7 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error 
 	if l.cfg.Encap.Kind == EncapUDP {
 		dec.UDPPort = l.cfg.Encap.Port
 	}
-	batch := make([]tcp.Segment, deliverBatch)
+	batch := make([]tcpseg.Segment, deliverBatch)
 	n, hw := 0, 0 // hw: slots written since the last clear
 	onPkt := func(pkt []byte, ifindex int) {
 		seg := &batch[n]
@@ -600,7 +598,7 @@ func (l *Link) countRx(info Info, ifindex, size int) int {
 // learnRx (learning mode) reads the client's path from the inner IPv4 ID, lets the
 // return table learn the outer source, counts the packet on that slot and returns the
 // slot (-1: plain TCP or a path beyond the slots).
-func (l *Link) learnRx(seg *tcp.Segment, info *Info, size int) int {
+func (l *Link) learnRx(seg *tcpseg.Segment, info *Info, size int) int {
 	if !info.Tunneled() {
 		l.rxOther.Add(1)
 		return -1

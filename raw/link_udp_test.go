@@ -155,3 +155,7 @@ func TestLinkUDPLearning(t *testing.T) {
 		t.Errorf("the guard dropped no UDP (the kernel saw the encapsulation):\n%s", out)
 	}
 }
+
+// The Link is the engine's tcp.Link (checked here: the package itself does not import
+// the engine).
+var _ tcp.Link = (*Link)(nil)
