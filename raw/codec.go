@@ -430,39 +430,18 @@ func (l *ipv4Layer) NextLayerType() gopacket.LayerType { return l.next }
 
 func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	e := l.errs
-	if len(data) < ipv4HeaderLen {
-		return e.truncated
+	h, err := parseIPv4(data, e)
+	if err != nil {
+		return err
 	}
-	if data[0]>>4 != 4 {
-		return e.notIPv4
-	}
-	hl := int(data[0]&0x0f) * 4
-	if hl < ipv4HeaderLen {
-		return e.headerLen
-	}
-	if len(data) < hl {
-		return e.truncated
-	}
-	total := int(binary.BigEndian.Uint16(data[2:4]))
-	if total < hl {
-		return e.length
-	}
-	if total > len(data) {
-		return e.truncated
-	}
+	hl, total := h.HeaderLen, h.TotalLen
 	if l.inner && total != len(data) {
 		// The outer header's payload is exactly the inner packet; anything else is a
 		// broken tunnel (or an attempt to smuggle bytes past the checksums).
 		return e.length
 	}
-	if binary.BigEndian.Uint16(data[6:8])&0x3fff != 0 { // MF or fragment offset
+	if h.Fragment {
 		return e.fragment
-	}
-	if checksum(data[:hl], 0) != 0 {
-		return e.checksum
-	}
-	if !validIPOptions(data[ipv4HeaderLen:hl]) {
-		return e.options
 	}
 	switch data[9] {
 	case protoTCP:

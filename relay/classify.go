@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"mpath/raw"
 )
 
 // Reason is why the relay dropped (or did not forward) a packet. Reasons are the label
@@ -433,29 +435,16 @@ type ipv4Hdr struct {
 	src, dst         uint32
 }
 
-// parseIPv4 checks and reads an IPv4 header at the start of b. It accepts trailing bytes
-// after the packet (link padding) and rejects anything a router would reject.
+// parseIPv4 checks and reads an IPv4 header at the start of b with raw's parser (the
+// one the Decoder uses): trailing bytes after the packet (link padding) are accepted,
+// anything a router would reject is not.
 func parseIPv4(b []byte) (ipv4Hdr, bool) {
-	var h ipv4Hdr
-	if len(b) < ipv4HeaderLen || b[0]>>4 != 4 {
-		return h, false
+	r, err := raw.ParseIPv4(b)
+	if err != nil {
+		return ipv4Hdr{}, false
 	}
-	h.hdrLen = int(b[0]&0x0f) * 4
-	h.totalLen = int(binary.BigEndian.Uint16(b[2:4]))
-	if h.hdrLen < ipv4HeaderLen || h.totalLen < h.hdrLen || h.totalLen > len(b) {
-		return h, false
-	}
-	if checksum(b[:h.hdrLen]) != 0 {
-		return h, false
-	}
-	frag := binary.BigEndian.Uint16(b[6:8])
-	h.fragment = frag&0x2000 != 0 || frag&0x1fff != 0
-	h.id = binary.BigEndian.Uint16(b[4:6])
-	h.ttl = b[8]
-	h.proto = b[9]
-	h.src = binary.BigEndian.Uint32(b[12:16])
-	h.dst = binary.BigEndian.Uint32(b[16:20])
-	return h, true
+	return ipv4Hdr{hdrLen: r.HeaderLen, totalLen: r.TotalLen, ttl: r.TTL, proto: r.Proto,
+		fragment: r.Fragment, id: r.ID, src: r.Src, dst: r.Dst}, true
 }
 
 // martian reports addresses a relay never forwards: 0/8, 127/8, 169.254/16, multicast,
@@ -502,17 +491,6 @@ func writeOuter(pkt []byte, src, dst netip.Addr, id uint16) {
 	binary.BigEndian.PutUint16(h[10:12], checksum(h))
 }
 
-// checksum is the Internet checksum of b (0 when b already carries a valid checksum).
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = (sum & 0xffff) + (sum >> 16)
-	}
-	return ^uint16(sum)
-}
+// checksum is the Internet checksum of b (0 when b already carries a valid checksum):
+// raw's, shared with the codec.
+func checksum(b []byte) uint16 { return raw.Checksum(b) }

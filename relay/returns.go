@@ -16,6 +16,8 @@ import (
 	"encoding/binary"
 	"net/netip"
 	"time"
+
+	"mpath/raw"
 )
 
 // Bounds of the return table.
@@ -77,28 +79,13 @@ func (r *returns) learn(inner netip.Addr, from netip.AddrPort) {
 	r.m[inner] = returnEntry{to: from, seen: r.now}
 }
 
-// udpChecksumOK checks the UDP checksum of u (the UDP header and payload) with the
-// pseudo-header addresses in addrs (the IPv4 source and destination, 8 bytes). A zero
-// checksum means none (fou's default; a NAT keeps it zero).
+// udpChecksumOK checks the UDP checksum of u (header and payload) with the
+// pseudo-header addresses in addrs (the IPv4 source and destination, 8 bytes): raw's
+// checksum, shared with the codec.
 func udpChecksumOK(addrs, u []byte) bool {
-	if binary.BigEndian.Uint16(u[6:8]) == 0 {
-		return true
-	}
-	var sum uint32
-	for i := 0; i+1 < len(addrs); i += 2 {
-		sum += uint32(addrs[i])<<8 | uint32(addrs[i+1])
-	}
-	sum += protoUDP + uint32(len(u))
-	for i := 0; i+1 < len(u); i += 2 {
-		sum += uint32(u[i])<<8 | uint32(u[i+1])
-	}
-	if len(u)%2 == 1 {
-		sum += uint32(u[len(u)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = sum&0xffff + sum>>16
-	}
-	return sum == 0xffff
+	var ip [20]byte
+	copy(ip[12:20], addrs)
+	return raw.UDPChecksumOK(ip[:], u)
 }
 
 // writeOuterUDP writes 28 bytes of outer IPv4 + UDP at the start of pkt (whose length is
