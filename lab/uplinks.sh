@@ -5,7 +5,8 @@
 # do), so IPIP cannot cross it and UDP encapsulation must. The uplinks are the only rate
 # limits. lab/e2e TestRealUplinks runs mpath here.
 #
-#   lab/uplinks.sh up PREFIX RATE1 RATE2   (tc tbf syntax: 10mbit)
+#   lab/uplinks.sh up PREFIX RATE1 RATE2 [CLIENTS]   (tc tbf syntax: 10mbit; CLIENTS
+#                                          clients, default 1, each with its own two ISPs)
 #   lab/uplinks.sh rebind PREFIX           ISP 1's public address changes 100.64.1.2 -> .3
 #                                          (its NAT mappings die with the old address)
 #   lab/uplinks.sh down PREFIX
@@ -14,6 +15,7 @@
 #               wan2 192.168.2.2/24 ── PREFIX-isp2 lan 192.168.2.1, pub 100.64.2.2 (masquerade, drops proto 4)
 #   PREFIX-core c1 100.64.1.1/24, c2 100.64.2.1/24, cx 100.64.9.1/24
 #   PREFIX-exit eth 100.64.9.2/24 (mpath exit and the servers)
+#   client k > 1: PREFIX-cli<k>, wan1/wan2 192.168.<2k-1>/<2k>.2 behind PREFIX-isp<2k-1>/<2k>
 #
 # The client has one default route per uplink (metrics 1 and 2): mpath binds each path's
 # socket to its device, and the kernel picks that device's route.
@@ -22,53 +24,63 @@ set -euo pipefail
 die() { echo "uplinks.sh: $*" >&2; exit 2; }
 
 up() {
-	local p=$1 r1=$2 r2=$3
+	local p=$1 r1=$2 r2=$3 clients=${4:-1}
 	trap 'down "$p"' ERR
-	local ns
-	for ns in cli isp1 isp2 core exit; do
+	local ns k i
+	for ns in core exit; do
 		ip netns add "$p-$ns"
 		ip -n "$p-$ns" link set lo up
 	done
-	ip link add wan1 netns "$p-cli" type veth peer name lan netns "$p-isp1"
-	ip link add wan2 netns "$p-cli" type veth peer name lan netns "$p-isp2"
-	ip link add pub netns "$p-isp1" type veth peer name c1 netns "$p-core"
-	ip link add pub netns "$p-isp2" type veth peer name c2 netns "$p-core"
-	ip link add eth netns "$p-exit" type veth peer name cx netns "$p-core"
-	local i
-	for i in 1 2; do
-		ip -n "$p-cli" addr add "192.168.$i.2/24" dev "wan$i"
-		ip -n "$p-cli" link set "wan$i" up
-		ip -n "$p-cli" route add default via "192.168.$i.1" dev "wan$i" metric "$i"
-		ip -n "$p-isp$i" addr add "192.168.$i.1/24" dev lan
-		ip -n "$p-isp$i" addr add "100.64.$i.2/24" dev pub
-		ip -n "$p-isp$i" link set lan up
-		ip -n "$p-isp$i" link set pub up
-		ip -n "$p-isp$i" route add default via "100.64.$i.1"
-		ip netns exec "$p-isp$i" sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.all.promote_secondaries=1 net.ipv4.conf.pub.promote_secondaries=1
-		ip -n "$p-core" addr add "100.64.$i.1/24" dev "c$i"
-		ip -n "$p-core" link set "c$i" up
+	for k in $(seq 1 "$clients"); do
+		ns=$(cli "$p" "$k")
+		ip netns add "$ns"
+		ip -n "$ns" link set lo up
+		for w in 1 2; do
+			i=$((2 * k - 2 + w)) # ISP i serves client k's uplink w
+			ip netns add "$p-isp$i"
+			ip -n "$p-isp$i" link set lo up
+			ip link add "wan$w" netns "$ns" type veth peer name lan netns "$p-isp$i"
+			ip link add pub netns "$p-isp$i" type veth peer name "c$i" netns "$p-core"
+			ip -n "$ns" addr add "192.168.$i.2/24" dev "wan$w"
+			ip -n "$ns" link set "wan$w" up
+			ip -n "$ns" route add default via "192.168.$i.1" dev "wan$w" metric "$w"
+			ip -n "$p-isp$i" addr add "192.168.$i.1/24" dev lan
+			ip -n "$p-isp$i" addr add "100.64.$i.2/24" dev pub
+			ip -n "$p-isp$i" link set lan up
+			ip -n "$p-isp$i" link set pub up
+			ip -n "$p-isp$i" route add default via "100.64.$i.1"
+			ip netns exec "$p-isp$i" sysctl -q -w net.ipv4.ip_forward=1 net.ipv4.conf.all.promote_secondaries=1 net.ipv4.conf.pub.promote_secondaries=1
+			ip -n "$p-core" addr add "100.64.$i.1/24" dev "c$i"
+			ip -n "$p-core" link set "c$i" up
+			ip netns exec "$p-isp$i" nft add table ip nat
+			ip netns exec "$p-isp$i" nft add chain ip nat ispnat '{ type nat hook postrouting priority srcnat; }'
+			ip netns exec "$p-isp$i" nft add rule ip nat ispnat oifname pub masquerade
+			if [ "$w" = 2 ]; then # the second uplink's ISP drops IP protocol 4
+				ip netns exec "$p-isp$i" nft add table ip filter
+				ip netns exec "$p-isp$i" nft add chain ip filter ispfw '{ type filter hook forward priority filter; }'
+				ip netns exec "$p-isp$i" nft add rule ip filter ispfw ip protocol 4 counter drop
+			fi
+			# The uplinks are the bottlenecks: upload on the client's side, download on the ISP's.
+			local rate=$r1
+			[ "$w" = 2 ] && rate=$r2
+			tc -n "$ns" qdisc add dev "wan$w" root tbf rate "$rate" burst 32kb latency 100ms
+			tc -n "$p-isp$i" qdisc add dev lan root tbf rate "$rate" burst 32kb latency 100ms
+		done
 	done
+	ip link add eth netns "$p-exit" type veth peer name cx netns "$p-core"
 	ip -n "$p-core" addr add 100.64.9.1/24 dev cx
 	ip -n "$p-core" link set cx up
 	ip netns exec "$p-core" sysctl -q -w net.ipv4.ip_forward=1
 	ip -n "$p-exit" addr add 100.64.9.2/24 dev eth
 	ip -n "$p-exit" link set eth up
 	ip -n "$p-exit" route add default via 100.64.9.1
-	for i in 1 2; do
-		ip netns exec "$p-isp$i" nft add table ip nat
-		ip netns exec "$p-isp$i" nft add chain ip nat ispnat '{ type nat hook postrouting priority srcnat; }'
-		ip netns exec "$p-isp$i" nft add rule ip nat ispnat oifname pub masquerade
-	done
-	ip netns exec "$p-isp2" nft add table ip filter
-	ip netns exec "$p-isp2" nft add chain ip filter ispfw '{ type filter hook forward priority filter; }'
-	ip netns exec "$p-isp2" nft add rule ip filter ispfw ip protocol 4 counter drop
-	# The uplinks are the bottlenecks: upload on the client's side, download on the ISP's.
-	tc -n "$p-cli" qdisc add dev wan1 root tbf rate "$r1" burst 32kb latency 100ms
-	tc -n "$p-isp1" qdisc add dev lan root tbf rate "$r1" burst 32kb latency 100ms
-	tc -n "$p-cli" qdisc add dev wan2 root tbf rate "$r2" burst 32kb latency 100ms
-	tc -n "$p-isp2" qdisc add dev lan root tbf rate "$r2" burst 32kb latency 100ms
 	trap - ERR
-	echo "uplinks.sh: up: client $p-cli (wan1 192.168.1.2 via $p-isp1, wan2 192.168.2.2 via $p-isp2), exit $p-exit 100.64.9.2"
+	echo "uplinks.sh: up: $clients client(s) $p-cli.. with two NATed uplinks each, exit $p-exit 100.64.9.2"
+}
+
+# cli names client k's namespace: PREFIX-cli, PREFIX-cli2, ...
+cli() {
+	if [ "$2" = 1 ]; then echo "$1-cli"; else echo "$1-cli$2"; fi
 }
 
 rebind() {
@@ -84,7 +96,7 @@ down() {
 	local p=$1 ns
 	for ns in $(ip netns list | awk '{print $1}'); do
 		case "$ns" in
-		"$p"-cli | "$p"-isp1 | "$p"-isp2 | "$p"-core | "$p"-exit)
+		"$p"-cli | "$p"-cli[0-9] | "$p"-isp[0-9] | "$p"-core | "$p"-exit)
 			ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 || true
 			ip netns del "$ns" ;;
 		esac
@@ -92,8 +104,8 @@ down() {
 }
 
 case "${1:-}" in
-up) [ $# -eq 4 ] || die "usage: $0 up PREFIX RATE1 RATE2"; shift; up "$@" ;;
+up) [ $# -eq 4 ] || [ $# -eq 5 ] || die "usage: $0 up PREFIX RATE1 RATE2 [CLIENTS]"; shift; up "$@" ;;
 rebind) [ $# -eq 2 ] || die "usage: $0 rebind PREFIX"; rebind "$2" ;;
 down) [ $# -eq 2 ] || die "usage: $0 down PREFIX"; down "$2" ;;
-*) die "usage: $0 up PREFIX RATE1 RATE2 | rebind PREFIX | down PREFIX" ;;
+*) die "usage: $0 up PREFIX RATE1 RATE2 [CLIENTS] | rebind PREFIX | down PREFIX" ;;
 esac

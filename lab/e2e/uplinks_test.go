@@ -42,7 +42,7 @@ func TestRealUplinks(t *testing.T) {
 	prefix := "up" + strings.TrimPrefix(p, "lt")
 	script := uplinksScript(t)
 	t.Cleanup(func() { mustRun(t, "bash", script, "down", prefix) })
-	mustRun(t, "bash", script, "up", prefix, "10mbit", "10mbit")
+	mustRun(t, "bash", script, "up", prefix, "10mbit", "10mbit", "2")
 	cli, exitNS := prefix+"-cli", prefix+"-exit"
 	sum := 2 * upUplink
 
@@ -57,7 +57,7 @@ func TestRealUplinks(t *testing.T) {
 		"--encap", "udp", "--path", "dev=wan1", "--path", "dev=wan2", "--socks", socksAddr, "--metrics", clientMetrics, drainFlag)
 	client.waitLog(t, "client ready", readyTimeout)
 
-	download := func(t *testing.T, what string, n int64, seed uint64, p *progress) time.Duration {
+	download := func(t *testing.T, cli, what string, n int64, seed uint64, p *progress) time.Duration {
 		t.Helper()
 		c, err := socksDial(cli, socksAddr, "", "", upExit+":80", 15*time.Second)
 		if err != nil {
@@ -77,7 +77,7 @@ func TestRealUplinks(t *testing.T) {
 	}
 
 	t.Run("download", func(t *testing.T) {
-		download(t, "udp download, 2 NATed relay-less uplinks", 16<<20, 3, nil)
+		download(t, cli, "udp download, 2 NATed relay-less uplinks", 16<<20, 3, nil)
 	})
 	t.Run("upload", func(t *testing.T) {
 		n := int64(16 << 20)
@@ -95,7 +95,7 @@ func TestRealUplinks(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			download(t, "udp download across a NAT rebinding", n, 7, p)
+			download(t, cli, "udp download across a NAT rebinding", n, 7, p)
 		}()
 		deadline := time.Now().Add(30 * time.Second)
 		for p.bytes() < n/4 && time.Now().Before(deadline) {
@@ -119,6 +119,28 @@ func TestRealUplinks(t *testing.T) {
 		}
 		if !strings.Contains(exit.log(), `"msg":"client path moved"`) || !strings.Contains(exit.log(), `100.64.1.3:`) {
 			t.Errorf("the exit did not log the path moving to ISP 1's new address:\n%s", lastLines(exit.log(), 20))
+		}
+	})
+
+	t.Run("two-clients", func(t *testing.T) {
+		cli2 := prefix + "-cli2"
+		c2 := startProc(t, cli2, "client2", mpathBin(t), "client", "--exit", upExit+":7000", "--psk-file", psk,
+			"--encap", "udp", "--path", "dev=wan1", "--path", "dev=wan2", "--socks", socksAddr, drainFlag)
+		c2.waitLog(t, "client ready", readyTimeout)
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			download(t, cli2, "client 2 of 2 at once (own 2 x 10 Mbit/s uplinks)", 16<<20, 11, nil)
+		}()
+		download(t, cli, "client 1 of 2 at once (own 2 x 10 Mbit/s uplinks)", 16<<20, 13, nil)
+		<-done
+		// The exit learned both clients' paths; its configuration names neither.
+		m := labtest.Get(t, exitNS, "127.0.0.1:9091", "/metrics")
+		for _, want := range []string{`client="192.168.1.2",endpoint="100.64.1.3:5555",path="0"`, `client="192.168.1.2",endpoint="100.64.2.2:5555",path="1"`,
+			`client="192.168.3.2",endpoint="100.64.3.2:5555",path="0"`, `client="192.168.3.2",endpoint="100.64.4.2:5555",path="1"`} {
+			if !strings.Contains(m, want) {
+				t.Errorf("exit metrics lack the learned endpoint %s", want)
+			}
 		}
 	})
 
