@@ -71,7 +71,9 @@ func runRelay(args []string) error {
 	metrics := fs.String("metrics", "", "serve Prometheus metrics on this `address`, e.g. :9100 or 127.0.0.1:9100 (empty: off)")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
 	debug := fs.Bool("debug", false, "debug logging")
-	encapFlag := fs.String("encap", "ipip", encapHelp+"; the relay takes IPIP and, with udp, UDP to the port too, and sends reencap packets in this format")
+	encapFlag := fs.String("encap", "ipip", "encapsulation `ipip|udp[:PORT]`: with udp (IPv4 in UDP to PORT, default 5555, Linux fou's format) the relay "+
+		"takes UDP to PORT as well as IPIP, its guard drops UDP to PORT for the kernel, and in reencap mode it sends UDP, returning each client's "+
+		"packets to the address and port that client's packets last came from (NAT)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
