@@ -25,7 +25,7 @@ func TestPathMSS(t *testing.T) {
 	}{
 		{[]string{"no-such-dev0"}, raw.Encap{}, 1440}, // unknown MTU: 1500
 		{[]string{"no-such-dev0"}, udp, 1432},
-		{nil, udp, 1432}, // a learning exit
+		{nil, udp, 1432},                            // a learning exit
 		{[]string{"lo", "no-such-dev0"}, udp, 1432}, // the smallest MTU wins (lo's is 65536)
 	} {
 		f := &engineFlags{}
