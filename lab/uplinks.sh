@@ -15,6 +15,7 @@
 #               wan2 192.168.2.2/24 ── PREFIX-isp2 lan 192.168.2.1, pub 100.64.2.2 (masquerade, drops proto 4)
 #   PREFIX-core c1 100.64.1.1/24, c2 100.64.2.1/24, cx 100.64.9.1/24
 #   PREFIX-exit eth 100.64.9.2/24 (mpath exit and the servers)
+#   PREFIX-rly  eth 100.64.8.2/24 (a host for a relay, behind the core router)
 #   client k > 1: PREFIX-cli<k>, wan1/wan2 192.168.<2k-1>/<2k>.2 behind PREFIX-isp<2k-1>/<2k>
 #
 # The client has one default route per uplink (metrics 1 and 2): mpath binds each path's
@@ -27,7 +28,7 @@ up() {
 	local p=$1 r1=$2 r2=$3 clients=${4:-1}
 	trap 'down "$p"' ERR
 	local ns k i
-	for ns in core exit; do
+	for ns in core exit rly; do
 		ip netns add "$p-$ns"
 		ip -n "$p-$ns" link set lo up
 	done
@@ -74,6 +75,12 @@ up() {
 	ip -n "$p-exit" addr add 100.64.9.2/24 dev eth
 	ip -n "$p-exit" link set eth up
 	ip -n "$p-exit" route add default via 100.64.9.1
+	ip link add eth netns "$p-rly" type veth peer name cr netns "$p-core"
+	ip -n "$p-core" addr add 100.64.8.1/24 dev cr
+	ip -n "$p-core" link set cr up
+	ip -n "$p-rly" addr add 100.64.8.2/24 dev eth
+	ip -n "$p-rly" link set eth up
+	ip -n "$p-rly" route add default via 100.64.8.1
 	trap - ERR
 	echo "uplinks.sh: up: $clients client(s) $p-cli.. with two NATed uplinks each, exit $p-exit 100.64.9.2"
 }
@@ -96,7 +103,7 @@ down() {
 	local p=$1 ns
 	for ns in $(ip netns list | awk '{print $1}'); do
 		case "$ns" in
-		"$p"-cli | "$p"-cli[0-9] | "$p"-isp[0-9] | "$p"-core | "$p"-exit)
+		"$p"-cli | "$p"-cli[0-9] | "$p"-isp[0-9] | "$p"-core | "$p"-exit | "$p"-rly)
 			ip netns pids "$ns" 2>/dev/null | xargs -r kill -9 || true
 			ip netns del "$ns" ;;
 		esac

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -141,6 +142,23 @@ func TestRealUplinks(t *testing.T) {
 			if !strings.Contains(m, want) {
 				t.Errorf("exit metrics lack the learned endpoint %s", want)
 			}
+		}
+	})
+
+	t.Run("relayed-and-direct", func(t *testing.T) {
+		// Path 1 through a reencap relay in the core, path 2 straight to the exit. The
+		// relay returns the exit's packets to the client's NAT (address and port).
+		client.stop(syscall.SIGTERM, 10*time.Second)
+		rly := startProc(t, prefix+"-rly", "relay", mpathBin(t), "relay", "--mode", "reencap", "--encap", "udp",
+			"--allow", "100.64.0.0/16,192.168.0.0/16", "--metrics", "127.0.0.1:9100")
+		rly.waitLog(t, "relay ready", readyTimeout)
+		c := startProc(t, cli, "client-relayed", mpathBin(t), "client", "--exit", upExit+":7000", "--psk-file", psk,
+			"--encap", "udp", "--path", "dev=wan1,relay=100.64.8.2", "--path", "dev=wan2", "--socks", socksAddr, drainFlag)
+		c.waitLog(t, "client ready", readyTimeout)
+		download(t, cli, "udp download, uplink 1 through a reencap relay, uplink 2 direct", 16<<20, 17, nil)
+		m := labtest.ParseMetrics(labtest.Get(t, prefix+"-rly", "127.0.0.1:9100", "/metrics"))
+		if fwd := metric(m, "mpath_relay_forwarded_packets_total", `mode="reencap"`); fwd < 1000 {
+			t.Errorf("the relay forwarded %v packets in reencap mode, want thousands", fwd)
 		}
 	})
 
