@@ -78,10 +78,10 @@ func TestRealUplinks(t *testing.T) {
 	}
 
 	t.Run("download", func(t *testing.T) {
-		download(t, cli, "udp download, 2 NATed relay-less uplinks", 16<<20, 3, nil)
+		download(t, cli, "udp download, 2 NATed relay-less uplinks", 8<<20, 3, nil)
 	})
 	t.Run("upload", func(t *testing.T) {
-		n := int64(16 << 20)
+		n := int64(8 << 20)
 		got, dur := uploadSOCKS(t, cli, "", "", upExit+":5001", n, 5)
 		if want := fmt.Sprintf("%d %s", n, sockstest.PayloadSHA256(n, 5)); got != want {
 			t.Fatalf("sink saw %q, want %q", got, want)
@@ -92,7 +92,7 @@ func TestRealUplinks(t *testing.T) {
 	})
 	t.Run("rebinding", func(t *testing.T) {
 		p := newProgress()
-		n := int64(24 << 20)
+		n := int64(16 << 20)
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
@@ -131,9 +131,9 @@ func TestRealUplinks(t *testing.T) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			download(t, cli2, "client 2 of 2 at once (own 2 x 10 Mbit/s uplinks)", 16<<20, 11, nil)
+			download(t, cli2, "client 2 of 2 at once (own 2 x 10 Mbit/s uplinks)", 8<<20, 11, nil)
 		}()
-		download(t, cli, "client 1 of 2 at once (own 2 x 10 Mbit/s uplinks)", 16<<20, 13, nil)
+		download(t, cli, "client 1 of 2 at once (own 2 x 10 Mbit/s uplinks)", 8<<20, 13, nil)
 		<-done
 		// The exit learned both clients' paths; its configuration names neither.
 		m := labtest.Get(t, exitNS, "127.0.0.1:9091", "/metrics")
@@ -155,7 +155,7 @@ func TestRealUplinks(t *testing.T) {
 		c := startProc(t, cli, "client-relayed", mpathBin(t), "client", "--exit", upExit+":7000", "--psk-file", psk,
 			"--encap", "udp", "--path", "dev=wan1,relay=100.64.8.2", "--path", "dev=wan2", "--socks", socksAddr, drainFlag)
 		c.waitLog(t, "client ready", readyTimeout)
-		download(t, cli, "udp download, uplink 1 through a reencap relay, uplink 2 direct", 16<<20, 17, nil)
+		download(t, cli, "udp download, uplink 1 through a reencap relay, uplink 2 direct", 8<<20, 17, nil)
 		m := labtest.ParseMetrics(labtest.Get(t, prefix+"-rly", "127.0.0.1:9100", "/metrics"))
 		if fwd := metric(m, "mpath_relay_forwarded_packets_total", `mode="reencap"`); fwd < 1000 {
 			t.Errorf("the relay forwarded %v packets in reencap mode, want thousands", fwd)
