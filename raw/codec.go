@@ -2,8 +2,8 @@ package raw
 
 // The codec, both directions:
 //
-//	encode:  tcp.Segment --Encoder.IPIP--> [outer IPv4 | inner IPv4 | TCP+options | payload]
-//	         tcp.Segment --Encoder.TCP---> [IPv4 | TCP+options | payload]
+//	encode:  tcpseg.Segment --Encoder.IPIP--> [outer IPv4 | inner IPv4 | TCP+options | payload]
+//	         tcpseg.Segment --Encoder.TCP---> [IPv4 | TCP+options | payload]
 //	         (gopacket.SerializeLayers into one reused SerializeBuffer fills in the
 //	         lengths; the checksums are ours, see serializeOpts)
 //
@@ -11,7 +11,7 @@ package raw
 //	                                                   --(proto 6)--------------------^
 //	         each layer first checks its header by hand (sentinel errors, checksums,
 //	         fragments), then lets gopacket's layer parse it; tcpLayer converts the
-//	         options into tcp.Options; Payload is a slice of the packet.
+//	         options into tcpseg.Options; Payload is a slice of the packet.
 
 import (
 	"encoding/binary"
@@ -20,7 +20,7 @@ import (
 	"github.com/google/gopacket"
 	"github.com/google/gopacket/layers"
 
-	"mpath/tcp"
+	"mpath/tcpseg"
 )
 
 const (
@@ -30,6 +30,13 @@ const (
 	defaultTTL    = 64
 	protoIPIP     = 4
 	protoTCP      = 6
+	protoUDP      = 17
+	udpHeaderLen  = 8
+
+	// OverheadIPIP and OverheadUDP are what each encapsulation adds in front of the inner
+	// IPv4 packet: the MTU a path loses.
+	OverheadIPIP = ipv4HeaderLen
+	OverheadUDP  = ipv4HeaderLen + udpHeaderLen
 )
 
 // Encoder serialises segments into packets. It reuses one buffer: the slice a method
@@ -48,6 +55,11 @@ type Encoder struct {
 	ipip    [4]gopacket.SerializableLayer // outer, inner, tcp, payload
 	plain   [3]gopacket.SerializableLayer // inner, tcp, payload
 
+	// PathID is written into the high byte of every inner IPv4 ID (see PathTag): the
+	// path a packet was sent on, readable by the far end whatever NAT did to the outer
+	// headers.
+	PathID uint8
+
 	addrs   [4][4]byte           // outer src, outer dst, inner src, inner dst
 	opts    [12]layers.TCPOption // at most 9: MSS, NOP NOP SACKPERM, NOP WS, NOP NOP SACK
 	optData [maxTCPOptions]byte
@@ -65,7 +77,7 @@ func (e *Encoder) setup() {
 	e.init = true
 	// Room for the largest headers in front, a full-size payload behind: after the first
 	// packet the buffer never grows again.
-	e.buf = gopacket.NewSerializeBufferExpectedSize(2*ipv4HeaderLen+tcpHeaderLen+maxTCPOptions, 1500)
+	e.buf = gopacket.NewSerializeBufferExpectedSize(2*ipv4HeaderLen+udpHeaderLen+tcpHeaderLen+maxTCPOptions, 1500)
 	e.outer = layers.IPv4{Version: 4, Protocol: layers.IPProtocolIPv4, Flags: layers.IPv4DontFragment,
 		SrcIP: e.addrs[0][:], DstIP: e.addrs[1][:]}
 	e.inner = layers.IPv4{Version: 4, Protocol: layers.IPProtocolTCP, Flags: layers.IPv4DontFragment,
@@ -88,7 +100,7 @@ var (
 // IPIP encodes seg as outer IPv4 (outerSrc -> outerDst, protocol 4) around inner IPv4
 // (seg.Src -> seg.Dst) and TCP with options and payload. Both IP headers carry DF. The
 // result is valid until the next call on e.
-func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcp.Segment) ([]byte, error) {
+func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcpseg.Segment) ([]byte, error) {
 	if !outerSrc.Is4() || !outerDst.Is4() {
 		return nil, errEncNotIPv4
 	}
@@ -106,9 +118,64 @@ func (e *Encoder) IPIP(outerSrc, outerDst netip.Addr, seg *tcp.Segment) ([]byte,
 	return b, nil
 }
 
+// UDP encodes seg in the format of Linux fou with ipproto 4: outer IPv4 (outerSrc ->
+// outerDst, protocol 17, DF), UDP (ports from outerSrc and outerDst, checksum 0 as fou
+// sends by default: the inner headers carry their own), then the inner IPv4 + TCP packet
+// exactly as IPIP would carry it. The result is valid until the next call on e.
+func (e *Encoder) UDP(outerSrc, outerDst netip.AddrPort, seg *tcpseg.Segment) ([]byte, error) {
+	if !outerSrc.Addr().Is4() || !outerDst.Addr().Is4() {
+		return nil, errEncNotIPv4
+	}
+	if err := e.prepare(seg, 2*ipv4HeaderLen+udpHeaderLen); err != nil {
+		return nil, err
+	}
+	if err := gopacket.SerializeLayers(e.buf, serializeOpts, e.plain[:]...); err != nil {
+		return nil, err
+	}
+	putChecksums(e.buf.Bytes())
+	if _, err := e.buf.PrependBytes(ipv4HeaderLen + udpHeaderLen); err != nil {
+		return nil, err
+	}
+	b := e.buf.Bytes()
+	PutUDPHeaders(b, outerSrc, outerDst, e.inner.Id, e.inner.TTL)
+	return b, nil
+}
+
+// PutUDPHeaders writes the 28 bytes of outer IPv4 + UDP headers at the start of pkt
+// (len(pkt) is the whole packet's length, the inner packet starting at byte 28) from src
+// to dst, with the given IP ID and TTL, DF set and the UDP checksum 0. The relay uses
+// it to re-encapsulate in place.
+func PutUDPHeaders(pkt []byte, src, dst netip.AddrPort, id uint16, ttl uint8) {
+	h := pkt[:ipv4HeaderLen+udpHeaderLen]
+	h[0], h[1] = 0x45, 0
+	binary.BigEndian.PutUint16(h[2:4], uint16(len(pkt)))
+	binary.BigEndian.PutUint16(h[4:6], id)
+	binary.BigEndian.PutUint16(h[6:8], 0x4000) // DF
+	h[8], h[9] = ttl, protoUDP
+	s, d := src.Addr().As4(), dst.Addr().As4()
+	copy(h[12:16], s[:])
+	copy(h[16:20], d[:])
+	putIPChecksum(h)
+	u := h[ipv4HeaderLen:]
+	binary.BigEndian.PutUint16(u[0:2], src.Port())
+	binary.BigEndian.PutUint16(u[2:4], dst.Port())
+	binary.BigEndian.PutUint16(u[4:6], uint16(len(pkt)-ipv4HeaderLen))
+	u[6], u[7] = 0, 0
+}
+
+// PathTag is the inner IPv4 ID the Encoder writes: the path in the high byte, a counter
+// in the low byte. Every packet carries DF, so the ID identifies no fragments (RFC 6864
+// lets an atomic datagram's ID be anything) and costs no MSS; nothing on the way
+// rewrites it, because NATs and relays only ever touch the outer headers (a stock
+// forward-mode relay passes the inner packet as it is). PathOf reads it back.
+func PathTag(path uint8, counter uint16) uint16 { return uint16(path)<<8 | counter&0xff }
+
+// PathOf returns the path a packet was sent on, from its inner IPv4 ID (Info.ID).
+func PathOf(id uint16) uint8 { return uint8(id >> 8) }
+
 // TCP encodes seg as a plain IPv4 (DF) + TCP packet. The result is valid until the next
 // call on e.
-func (e *Encoder) TCP(seg *tcp.Segment) ([]byte, error) {
+func (e *Encoder) TCP(seg *tcpseg.Segment) ([]byte, error) {
 	if err := e.prepare(seg, ipv4HeaderLen); err != nil {
 		return nil, err
 	}
@@ -136,7 +203,7 @@ func putChecksums(b []byte) {
 }
 
 // prepare fills the inner IPv4 and TCP layers from seg.
-func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
+func (e *Encoder) prepare(seg *tcpseg.Segment, ipHeaders int) error {
 	if !e.init {
 		e.setup()
 	}
@@ -162,14 +229,14 @@ func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
 		ttl = defaultTTL
 	}
 	e.addrs[2], e.addrs[3] = src.As4(), dst.As4()
-	e.inner.Id, e.inner.TTL = e.id, ttl
+	e.inner.Id, e.inner.TTL = PathTag(e.PathID, e.id), ttl
 
 	t := &e.tcp
 	t.SrcPort, t.DstPort = layers.TCPPort(seg.Src.Port()), layers.TCPPort(seg.Dst.Port())
 	t.Seq, t.Ack, t.Window, t.Urgent = seg.Seq, seg.Ack, seg.Window, 0
 	f := seg.Flags
-	t.FIN, t.SYN, t.RST, t.PSH = f&tcp.FlagFIN != 0, f&tcp.FlagSYN != 0, f&tcp.FlagRST != 0, f&tcp.FlagPSH != 0
-	t.ACK, t.URG, t.ECE, t.CWR, t.NS = f&tcp.FlagACK != 0, f&tcp.FlagURG != 0, f&tcp.FlagECE != 0, f&tcp.FlagCWR != 0, false
+	t.FIN, t.SYN, t.RST, t.PSH = f&tcpseg.FlagFIN != 0, f&tcpseg.FlagSYN != 0, f&tcpseg.FlagRST != 0, f&tcpseg.FlagPSH != 0
+	t.ACK, t.URG, t.ECE, t.CWR, t.NS = f&tcpseg.FlagACK != 0, f&tcpseg.FlagURG != 0, f&tcpseg.FlagECE != 0, f&tcpseg.FlagCWR != 0, false
 	t.Padding, t.Checksum = nil, 0
 	e.payload = seg.Payload
 	return nil
@@ -180,7 +247,7 @@ func (e *Encoder) prepare(seg *tcp.Segment, ipHeaders int) error {
 // MSS is 4-byte aligned and no trailing padding is needed. SACK blocks that do not fit in
 // the 40 bytes of option space are left out (the first ones are kept). It sets
 // e.tcp.Options and returns the number of options.
-func (e *Encoder) encodeOptions(o *tcp.Options) int {
+func (e *Encoder) encodeOptions(o *tcpseg.Options) int {
 	n, d, used := 0, 0, 0
 	add := func(kind layers.TCPOptionKind, size int) []byte {
 		e.opts[n] = layers.TCPOption{OptionType: kind}
@@ -218,7 +285,7 @@ func (e *Encoder) encodeOptions(o *tcp.Options) int {
 		add(layers.TCPOptionKindNop, 0)
 		add(layers.TCPOptionKindWindowScale, 1)[0] = o.WScale
 	}
-	if k := min(int(o.NSACK), tcp.MaxSACKBlocks, (maxTCPOptions-used-4)/8); k > 0 {
+	if k := min(int(o.NSACK), tcpseg.MaxSACKBlocks, (maxTCPOptions-used-4)/8); k > 0 {
 		add(layers.TCPOptionKindNop, 0)
 		add(layers.TCPOptionKindNop, 0)
 		sb := add(layers.TCPOptionKindSACK, 8*k)
@@ -234,7 +301,9 @@ func (e *Encoder) encodeOptions(o *tcp.Options) int {
 // Info is what Decode learnt about a packet beyond the segment itself.
 type Info struct {
 	IPIP               bool       // the packet was IPv4 in IPv4
+	UDP                bool       // the packet was IPv4 in UDP (fou) to Decoder.UDPPort
 	OuterSrc, OuterDst netip.Addr // outer header addresses (for plain TCP: the only header's)
+	OuterSrcPort       uint16     // UDP source port of the encapsulation (0 unless UDP)
 	TTL                uint8      // TTL of the outer (or only) header
 	InnerTTL           uint8      // TTL of the header in front of TCP (== TTL when not IPIP)
 	TOS                uint8      // TOS/DSCP+ECN byte of the header in front of TCP
@@ -245,13 +314,23 @@ type Info struct {
 	Inner []byte
 }
 
-// Decoder parses packets that start at an IPv4 header: plain IPv4/TCP or
-// IPv4/IPIP/IPv4/TCP. It reuses its state between calls and does not allocate. Not safe
+// Tunneled reports whether the packet came encapsulated (IPIP or UDP).
+func (i *Info) Tunneled() bool { return i.IPIP || i.UDP }
+
+// Source is the outer source as an address and port (port 0 for IPIP and plain TCP).
+func (i *Info) Source() netip.AddrPort { return netip.AddrPortFrom(i.OuterSrc, i.OuterSrcPort) }
+
+// Decoder parses packets that start at an IPv4 header: plain IPv4/TCP,
+// IPv4/IPIP/IPv4/TCP or, when UDPPort is set, IPv4/UDP(to UDPPort)/IPv4/TCP. It reuses its state between calls and does not allocate. Not safe
 // for concurrent use: use one Decoder per receive goroutine. The zero value is ready to
 // use (NewDecoder just sets it up ahead of the first packet).
 type Decoder struct {
+	// UDPPort is the UDP encapsulation port: UDP to it is decapsulated; 0 = no UDP.
+	UDPPort uint16
+
 	parser  *gopacket.DecodingLayerParser
 	outer   ipv4Layer
+	udp     udpLayer
 	inner   ipv4Layer
 	tcp     tcpLayer
 	decoded []gopacket.LayerType
@@ -262,6 +341,7 @@ type Decoder struct {
 // sent to a type nobody decodes.
 var (
 	layerTypeInnerIPv4 = gopacket.RegisterLayerType(0x6d70, gopacket.LayerTypeMetadata{Name: "mpathInnerIPv4"})
+	layerTypeUDPEncap  = gopacket.RegisterLayerType(0x6d71, gopacket.LayerTypeMetadata{Name: "mpathUDPEncap"})
 )
 
 // NewDecoder returns a ready Decoder.
@@ -273,11 +353,11 @@ func NewDecoder() *Decoder {
 
 func (d *Decoder) setup() {
 	d.decoded = make([]gopacket.LayerType, 0, 4)
-	d.outer = ipv4Layer{errs: &outerErrs, tcp: &d.tcp, typ: layers.LayerTypeIPv4}
+	d.outer = ipv4Layer{errs: &outerErrs, tcp: &d.tcp, typ: layers.LayerTypeIPv4, udpPort: &d.UDPPort, udp: &d.udp}
 	d.inner = ipv4Layer{errs: &innerErrs, tcp: &d.tcp, typ: layerTypeInnerIPv4, inner: true}
 	// A slice-backed container: three decoders, a linear scan beats a map.
 	d.parser = gopacket.NewDecodingLayerParser(layers.LayerTypeIPv4)
-	d.parser.SetDecodingLayerContainer(gopacket.DecodingLayerArray(nil).Put(&d.outer).Put(&d.inner).Put(&d.tcp))
+	d.parser.SetDecodingLayerContainer(gopacket.DecodingLayerArray(nil).Put(&d.outer).Put(&d.udp).Put(&d.inner).Put(&d.tcp))
 	// Every header is checked before gopacket sees it; a panic would be our bug and
 	// should surface (fuzzing), not turn into an error.
 	d.parser.IgnorePanic = true
@@ -289,11 +369,11 @@ func (d *Decoder) setup() {
 // rejects fragments, tunnels nested twice and anything but TCP inside. seg.Payload is a
 // slice of pkt (no copy): it is valid as long as pkt is. On error seg is in an undefined
 // state and the error matches one of the Err* sentinels.
-func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
+func (d *Decoder) Decode(pkt []byte, seg *tcpseg.Segment) (Info, error) {
 	if d.parser == nil {
 		d.setup()
 	}
-	d.tcp.done = false
+	d.tcp.done, d.udp.done = false, false
 	if err := d.parser.DecodeLayers(pkt, &d.decoded); err != nil {
 		return Info{}, err
 	}
@@ -301,11 +381,12 @@ func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
 		return Info{}, errNoTCP // cannot happen: every layer either errs or leads to TCP
 	}
 	ip := &d.outer
-	if len(d.decoded) == 3 {
+	if len(d.decoded) >= 3 {
 		ip = &d.inner
 	}
 	info := Info{
-		IPIP:     ip == &d.inner,
+		IPIP:     ip == &d.inner && !d.udp.done,
+		UDP:      d.udp.done,
 		OuterSrc: netip.AddrFrom4([4]byte(d.outer.SrcIP)),
 		OuterDst: netip.AddrFrom4([4]byte(d.outer.DstIP)),
 		TTL:      d.outer.TTL,
@@ -313,6 +394,9 @@ func (d *Decoder) Decode(pkt []byte, seg *tcp.Segment) (Info, error) {
 		TOS:      ip.TOS,
 		ID:       ip.Id,
 		Inner:    ip.whole,
+	}
+	if d.udp.done {
+		info.OuterSrcPort = d.udp.srcPort
 	}
 	t := &d.tcp
 	seg.Src = netip.AddrPortFrom(netip.AddrFrom4([4]byte(ip.SrcIP)), uint16(t.SrcPort))
@@ -335,6 +419,10 @@ type ipv4Layer struct {
 	inner bool
 	whole []byte // the header and payload, trimmed to the total length
 	next  gopacket.LayerType
+	// udpPort (outer header only) points at the Decoder's UDPPort: UDP to it is an
+	// encapsulation.
+	udpPort *uint16
+	udp     *udpLayer
 }
 
 func (l *ipv4Layer) CanDecode() gopacket.LayerClass    { return l.typ }
@@ -342,39 +430,18 @@ func (l *ipv4Layer) NextLayerType() gopacket.LayerType { return l.next }
 
 func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) error {
 	e := l.errs
-	if len(data) < ipv4HeaderLen {
-		return e.truncated
+	h, err := parseIPv4(data, e)
+	if err != nil {
+		return err
 	}
-	if data[0]>>4 != 4 {
-		return e.notIPv4
-	}
-	hl := int(data[0]&0x0f) * 4
-	if hl < ipv4HeaderLen {
-		return e.headerLen
-	}
-	if len(data) < hl {
-		return e.truncated
-	}
-	total := int(binary.BigEndian.Uint16(data[2:4]))
-	if total < hl {
-		return e.length
-	}
-	if total > len(data) {
-		return e.truncated
-	}
+	hl, total := h.HeaderLen, h.TotalLen
 	if l.inner && total != len(data) {
 		// The outer header's payload is exactly the inner packet; anything else is a
 		// broken tunnel (or an attempt to smuggle bytes past the checksums).
 		return e.length
 	}
-	if binary.BigEndian.Uint16(data[6:8])&0x3fff != 0 { // MF or fragment offset
+	if h.Fragment {
 		return e.fragment
-	}
-	if checksum(data[:hl], 0) != 0 {
-		return e.checksum
-	}
-	if !validIPOptions(data[ipv4HeaderLen:hl]) {
-		return e.options
 	}
 	switch data[9] {
 	case protoTCP:
@@ -384,6 +451,12 @@ func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) err
 			return errNested
 		}
 		l.next = layerTypeInnerIPv4
+	case protoUDP:
+		if l.inner || l.udpPort == nil || *l.udpPort == 0 || hl+udpHeaderLen > total ||
+			binary.BigEndian.Uint16(data[hl+2:hl+4]) != *l.udpPort {
+			return e.notTCP
+		}
+		l.next = layerTypeUDPEncap
 	default:
 		return e.notTCP
 	}
@@ -392,6 +465,41 @@ func (l *ipv4Layer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) err
 	}
 	l.whole = data[:total]
 	l.tcp.pseudo = pseudoSum(data[12:16], data[16:20], protoTCP, total-hl)
+	if l.next == layerTypeUDPEncap {
+		l.udp.pseudo = pseudoSum(data[12:16], data[16:20], protoUDP, total-hl)
+	}
+	return nil
+}
+
+// udpLayer is the UDP header of the fou encapsulation (checked by hand, no gopacket
+// layer: there is nothing in it we need but the ports). Its payload is the inner IPv4
+// packet. The IPv4 layer in front has checked the destination port and that 8 bytes are
+// there; the UDP length must cover exactly the rest of the IP payload, and a nonzero
+// checksum must be right (fou sends 0; a NAT keeps 0 as 0).
+type udpLayer struct {
+	payload []byte
+	srcPort uint16
+	pseudo  uint64 // pseudo-header sum, set by the IPv4 layer in front
+	done    bool
+}
+
+func (l *udpLayer) CanDecode() gopacket.LayerClass    { return layerTypeUDPEncap }
+func (l *udpLayer) NextLayerType() gopacket.LayerType { return layerTypeInnerIPv4 }
+func (l *udpLayer) LayerPayload() []byte              { return l.payload }
+
+func (l *udpLayer) DecodeFromBytes(data []byte, _ gopacket.DecodeFeedback) error {
+	if len(data) < udpHeaderLen {
+		return errUDPTruncated
+	}
+	if int(binary.BigEndian.Uint16(data[4:6])) != len(data) {
+		return errUDPLength
+	}
+	if binary.BigEndian.Uint16(data[6:8]) != 0 && fold(sum(data, l.pseudo)) != 0xffff {
+		return errUDPChecksum
+	}
+	l.srcPort = binary.BigEndian.Uint16(data[0:2])
+	l.payload = data[udpHeaderLen:]
+	l.done = true
 	return nil
 }
 
@@ -416,13 +524,13 @@ func validIPOptions(b []byte) bool {
 
 // tcpLayer is gopacket's TCP layer behind our own checks (data offset, option lengths,
 // checksum with the pseudo-header its IPv4 layer left in pseudo). The options are then
-// converted from gopacket's []TCPOption into tcp.Options; gopacket keeps that slice
+// converted from gopacket's []TCPOption into tcpseg.Options; gopacket keeps that slice
 // between packets, so this does not allocate once it has grown to the option count.
 type tcpLayer struct {
 	layers.TCP
 	pseudo uint64 // pseudo-header sum, set by the IPv4 layer in front
-	flags  tcp.Flags
-	opts   tcp.Options
+	flags  tcpseg.Flags
+	opts   tcpseg.Options
 	done   bool
 }
 
@@ -446,7 +554,7 @@ func (l *tcpLayer) DecodeFromBytes(data []byte, df gopacket.DecodeFeedback) erro
 	if err := l.TCP.DecodeFromBytes(data, df); err != nil {
 		return errInternal
 	}
-	l.flags = tcp.Flags(data[13])
+	l.flags = tcpseg.Flags(data[13])
 	if !l.convertOptions() {
 		return errTCPOptions
 	}
@@ -476,7 +584,7 @@ func validTCPOptionLayout(b []byte) bool {
 // convertOptions fills l.opts from gopacket's option list. Known options with a wrong
 // length make the segment invalid; unknown options are skipped (RFC 9293 3.1).
 func (l *tcpLayer) convertOptions() bool {
-	l.opts = tcp.Options{}
+	l.opts = tcpseg.Options{}
 	for i := range l.TCP.Options {
 		o := &l.TCP.Options[i]
 		d := o.OptionData
@@ -498,11 +606,11 @@ func (l *tcpLayer) convertOptions() bool {
 			l.opts.SACKPermitted = true
 		case layers.TCPOptionKindSACK:
 			n := len(d) / 8
-			if len(d)%8 != 0 || n == 0 || n > tcp.MaxSACKBlocks {
+			if len(d)%8 != 0 || n == 0 || n > tcpseg.MaxSACKBlocks {
 				return false
 			}
 			for j := 0; j < n; j++ {
-				l.opts.SACK[j] = tcp.SACKBlock{
+				l.opts.SACK[j] = tcpseg.SACKBlock{
 					Left:  binary.BigEndian.Uint32(d[8*j:]),
 					Right: binary.BigEndian.Uint32(d[8*j+4:]),
 				}

@@ -61,4 +61,7 @@ var (
 	errTCPOptions    = cerr(ErrBadOptions, "TCP options")
 	errTCPChecksum   = cerr(ErrChecksum, "TCP")
 	errNoTCP         = cerr(ErrNotTCP, "packet")
+	errUDPTruncated  = cerr(ErrTruncated, "UDP header")
+	errUDPLength     = cerr(ErrBadLength, "UDP length")
+	errUDPChecksum   = cerr(ErrChecksum, "UDP")
 )

@@ -68,19 +68,74 @@ const acceptLen = 0x40000
 // than MaxFilterPortRanges ranges or MaxFilterSources prefixes (after merging) panic, as
 // do non-IPv4 prefixes: both are programming errors.
 func FilterTCPPortsOrIPIP(ports []PortRange, ipipSources []netip.Prefix) []bpf.Instruction {
-	ports = mergeRanges(ports)
-	if len(ports) > MaxFilterPortRanges || len(ipipSources) > MaxFilterSources {
-		panic(fmt.Sprintf("raw: filter with %d port ranges and %d sources exceeds the limits", len(ports), len(ipipSources)))
+	return FilterEngine(FilterSpec{Ports: ports, IPIPSources: ipipSources})
+}
+
+// FilterSpec says what FilterEngine accepts.
+type FilterSpec struct {
+	Ports       []PortRange    // inner (or plain) TCP destination ports; empty = every port
+	IPIPSources []netip.Prefix // outer sources accepted for IPIP; empty = no IPIP
+	UDPPort     uint16         // UDP encapsulation port; 0 = no UDP
+	UDPSources  []netip.Prefix // outer sources accepted for UDP; empty = no UDP
+}
+
+// FilterEngine returns a classic BPF program, run on a packet from its IPv4 header, that
+// accepts plain TCP to s.Ports, IPIP from s.IPIPSources and IPv4-in-UDP (fou) to
+// s.UDPPort from s.UDPSources whose inner packet is unfragmented TCP to s.Ports, and
+// drops everything else. Limits as for FilterTCPPortsOrIPIP (per source list).
+func FilterEngine(s FilterSpec) []bpf.Instruction {
+	ports := mergeRanges(s.Ports)
+	if len(ports) > MaxFilterPortRanges || len(s.IPIPSources) > MaxFilterSources || len(s.UDPSources) > MaxFilterSources {
+		panic(fmt.Sprintf("raw: filter with %d port ranges and %d+%d sources exceeds the limits", len(ports), len(s.IPIPSources), len(s.UDPSources)))
 	}
 	var a asm
 	a.ins(bpf.LoadAbsolute{Off: 6, Size: 2})
 	a.jump(bpf.JumpBitsSet, 0x1fff, "drop", "") // fragment offset != 0: no transport header
 	a.ins(bpf.LoadAbsolute{Off: 9, Size: 1})
-	a.jump(bpf.JumpEqual, protoTCP, "tcp", "")
-	a.jump(bpf.JumpEqual, protoIPIP, "", "drop")
+	// Dispatch with unconditional jumps (32-bit offsets): the blocks can be long.
+	a.jump(bpf.JumpEqual, protoTCP, "", "not-tcp")
+	a.goTo("tcp")
+	a.label("not-tcp")
+	a.jump(bpf.JumpEqual, protoIPIP, "", "not-ipip")
+	a.goTo("ipip")
+	a.label("not-ipip")
+	if s.UDPPort != 0 && len(s.UDPSources) > 0 {
+		a.jump(bpf.JumpEqual, protoUDP, "", "drop")
+		a.goTo("udp")
+	}
+	a.label("drop")
+	a.ins(bpf.RetConstant{Val: 0})
+
+	a.label("tcp")
+	a.ins(bpf.LoadMemShift{Off: 0})
+	a.ins(bpf.LoadIndirect{Off: 2, Size: 2})
+	a.ports(ports, "tcp")
 
 	// IPIP: outer source in one of the prefixes, inner TCP, not a fragment, inner port.
-	for _, p := range ipipSources {
+	a.label("ipip")
+	a.sources(s.IPIPSources, "ipip-ok")
+	a.label("ipip-ok")
+	a.ins(bpf.LoadMemShift{Off: 0}) // X = outer header length
+	a.inner(0, ports, "ipip")
+
+	if s.UDPPort != 0 && len(s.UDPSources) > 0 {
+		// UDP: outer source in one of the prefixes, destination port, then as IPIP with
+		// the inner header 8 bytes further on.
+		a.label("udp")
+		a.sources(s.UDPSources, "udp-ok")
+		a.label("udp-ok")
+		a.ins(bpf.LoadMemShift{Off: 0})
+		a.ins(bpf.LoadIndirect{Off: 2, Size: 2})
+		a.jump(bpf.JumpEqual, uint32(s.UDPPort), "", "udp-drop")
+		a.inner(udpHeaderLen, ports, "udp")
+	}
+	return a.resolve()
+}
+
+// sources emits the outer-source check: jump to ok when the source is in one of ps,
+// return 0 otherwise.
+func (a *asm) sources(ps []netip.Prefix, ok string) {
+	for _, p := range ps {
 		if !p.Addr().Is4() {
 			panic(fmt.Sprintf("raw: filter source %v is not IPv4", p))
 		}
@@ -89,30 +144,31 @@ func FilterTCPPortsOrIPIP(ports []PortRange, ipipSources []netip.Prefix) []bpf.I
 		if p.Bits() < 32 {
 			a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: ^uint32(0) << (32 - p.Bits())})
 		}
-		a.jump(bpf.JumpEqual, binary.BigEndian.Uint32(p.Addr().AsSlice()), "ipip-ok", "")
+		a.jump(bpf.JumpEqual, binary.BigEndian.Uint32(p.Addr().AsSlice()), ok, "")
 	}
 	a.ins(bpf.RetConstant{Val: 0})
-	a.label("ipip-ok")
-	a.ins(bpf.LoadMemShift{Off: 0}) // X = outer header length
-	a.ins(bpf.LoadIndirect{Off: 9, Size: 1})
-	a.jump(bpf.JumpEqual, protoTCP, "", "drop")
-	a.ins(bpf.LoadIndirect{Off: 6, Size: 2})
-	a.jump(bpf.JumpBitsSet, 0x1fff, "drop", "")
-	a.ins(bpf.LoadIndirect{Off: 0, Size: 1})
+}
+
+// inner emits the checks of an encapsulated packet whose inner IPv4 header starts off
+// bytes after X (the outer header length): inner TCP, not a fragment, port in ports.
+func (a *asm) inner(off uint32, ports []PortRange, tag string) {
+	drop := tag + "-drop"
+	a.ins(bpf.LoadIndirect{Off: off + 9, Size: 1})
+	a.jump(bpf.JumpEqual, protoTCP, "", drop)
+	a.ins(bpf.LoadIndirect{Off: off + 6, Size: 2})
+	a.jump(bpf.JumpBitsSet, 0x1fff, drop, "")
+	a.ins(bpf.LoadIndirect{Off: off, Size: 1})
 	a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAnd, Val: 0x0f})
 	a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpShiftLeft, Val: 2})
 	a.ins(bpf.ALUOpX{Op: bpf.ALUOpAdd})
-	a.ins(bpf.TAX{}) // X = outer + inner header length
+	if off > 0 {
+		a.ins(bpf.ALUOpConstant{Op: bpf.ALUOpAdd, Val: off})
+	}
+	a.ins(bpf.TAX{}) // X = outer + off + inner header length
 	a.ins(bpf.LoadIndirect{Off: 2, Size: 2})
-	a.ports(ports, "ipip")
-
-	a.label("tcp")
-	a.ins(bpf.LoadMemShift{Off: 0})
-	a.ins(bpf.LoadIndirect{Off: 2, Size: 2})
-	a.ports(ports, "tcp")
-	a.label("drop")
+	a.ports(ports, tag)
+	a.label(drop)
 	a.ins(bpf.RetConstant{Val: 0})
-	return a.resolve()
 }
 
 // asm is a tiny classic-BPF assembler with named labels for conditional jumps.
@@ -124,6 +180,7 @@ type asm struct {
 
 type fixup struct {
 	at        int
+	always    bool // an unconditional jump to yes
 	cond      bpf.JumpTest
 	val       uint32
 	yes, no   string // label names; "" = next instruction
@@ -141,6 +198,12 @@ func (a *asm) label(name string) {
 
 func (a *asm) jump(cond bpf.JumpTest, val uint32, yes, no string) {
 	a.fixups = append(a.fixups, fixup{at: len(a.prog), cond: cond, val: val, yes: yes, no: no})
+	a.prog = append(a.prog, nil)
+}
+
+// goTo emits an unconditional jump (32-bit offset) to a label.
+func (a *asm) goTo(label string) {
+	a.fixups = append(a.fixups, fixup{at: len(a.prog), always: true, yes: label})
 	a.prog = append(a.prog, nil)
 }
 
@@ -176,6 +239,14 @@ func (a *asm) resolve() []bpf.Instruction {
 		return uint8(d)
 	}
 	for _, f := range a.fixups {
+		if f.always {
+			to, ok := a.labels[f.yes]
+			if !ok || to <= f.at {
+				panic(fmt.Sprintf("raw: bpf jump to %q out of range", f.yes))
+			}
+			a.prog[f.at] = bpf.Jump{Skip: uint32(to - f.at - 1)}
+			continue
+		}
 		a.prog[f.at] = bpf.JumpIf{Cond: f.cond, Val: f.val, SkipTrue: skip(f.at, f.yes), SkipFalse: skip(f.at, f.no)}
 	}
 	return a.prog

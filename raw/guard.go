@@ -6,6 +6,7 @@ package raw
 //	  chain prerouting { type filter hook prerouting priority raw;
 //	    [ip daddr A] tcp dport P-Q counter drop       # no kernel RSTs for engine segments
 //	    ip protocol 4 ip saddr S counter drop         # no ICMP "protocol unreachable" for IPIP
+//	    udp dport U counter drop                      # no ICMP "port unreachable" for UDP encapsulation
 //	  }
 //	  chain output { type filter hook output priority raw;
 //	    [ip saddr A] tcp sport P-Q tcp flags & rst != 0 meta mark != PacketMark counter drop
@@ -57,6 +58,9 @@ type GuardConfig struct {
 	Ports       []PortRange    // inbound TCP to these dports dropped; outbound RST from these sports dropped
 	Addrs       []netip.Addr   // optional: only for these local (inner) addresses
 	IPIPSources []netip.Prefix // inbound IPv4 protocol 4 from these sources dropped
+	// UDPPort: inbound UDP to this port (the encapsulation port), from anywhere, dropped;
+	// 0 = no rule. The host has no socket there, so the kernel would answer with ICMP.
+	UDPPort uint16
 }
 
 // Guard is an installed nftables table owned by this process. Safe for concurrent use.
@@ -302,6 +306,15 @@ func guardBatch(cfg GuardConfig) ([]netlink.Message, error) {
 				&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
 			}
 			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: e})
+		}
+		if cfg.UDPPort != 0 {
+			c.AddRule(&nftables.Rule{Table: t, Chain: pre, Exprs: []expr.Any{
+				&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: 1},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{protoUDP}},
+				&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+				&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: binary.BigEndian.AppendUint16(nil, cfg.UDPPort)},
+				&expr.Counter{}, &expr.Verdict{Kind: expr.VerdictDrop},
+			}})
 		}
 	})
 }

@@ -1,31 +1,42 @@
 package raw
 
-// Link: the engine's packets over IPIP.
+// Link: the engine's packets over IPIP or UDP (fou).
 //
-//	Send(path, segs) --> pooled Encoders: IPIP(path.Local -> path.Relay | seg) --> the
-//	                     path's Sender (bound to path.Dev) --> sendmmsg
+//	Send(path, segs) --> pooled Encoders (inner IPv4 ID tagged with the path, PathTag):
+//	                     IPIP(path.Local -> path.Relay | seg) or
+//	                     UDP(path.Local:Port -> path.Relay:Port | seg) --> the path's
+//	                     Sender (bound to path.Dev) --> sendmmsg
+//	                     (learning mode: the destination is the client's learned endpoint
+//	                     for that path, see learn.go)
 //
-//	Run(ctx, deliver): Receiver on the paths' devices (BPF: TCP to Ports, IPIP from
-//	AcceptFrom to Ports) --> one Decoder --> keep segments to Addr:Ports --> batch of
-//	tcp.Segment (preallocated) --> deliver, at the latest at the end of each ring block,
-//	payloads pointing into the ring (valid only during deliver)
+//	Run(ctx, deliver): Receiver on the paths' devices (BPF: TCP to Ports, IPIP or UDP
+//	from AcceptFrom to Ports) --> one Decoder --> keep segments to Addr:Ports --> batch
+//	of tcpseg.Segment (preallocated) --> deliver, at the latest at the end of each ring
+//	block, payloads pointing into the ring (valid only during deliver)
+//
+//	keepalive goroutine: every Keepalive, an outer header with nothing inside on each
+//	path that sent nothing meanwhile, so NAT mappings on the way stay open (the far
+//	end's filter drops it).
 //
 // Everything else is dropped and counted by reason (LinkStats.Drops).
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
 	"net/netip"
 	"os"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 
 	"go.uber.org/zap"
+	"golang.org/x/sys/unix"
 
-	"mpath/tcp"
+	"mpath/tcpseg"
 )
 
 // PathConfig is one path: the device it leaves by and the relay at its far end.
@@ -40,10 +51,21 @@ type LinkConfig struct {
 	Paths      []PathConfig
 	Addr       netip.Addr     // our inner address (segments to it are ours)
 	Ports      []PortRange    // our engine ports (receive filter + guard)
-	AcceptFrom []netip.Prefix // outer sources accepted for IPIP; default: the paths' relays
-	Guard      bool           // install the nftables guard (Ports, IPIP from AcceptFrom)
-	GuardTable string         // guard table name; default "mpath"
-	Logger     *zap.Logger    // nil: no logs
+	AcceptFrom []netip.Prefix // outer sources accepted (IPIP or UDP); default: the paths' relays (learning: anywhere)
+	Guard      bool           // install the nftables guard (Ports, IPIP from AcceptFrom or UDP to Encap.Port)
+	Encap      Encap          // what we send and take: IPIP (zero value) or UDP to Encap.Port
+	// Learn makes the link a learning exit (learn.go): Paths must be empty, there are
+	// LearnSlots path slots (default 4, at most MaxPathSlots), each client's paths are
+	// told apart by the path tag in the inner IPv4 ID, and each is answered at the outer
+	// source its authorized flows' packets last came from (see Authorize).
+	Learn      bool
+	LearnSlots int
+	// Keepalive is how often a path that sent nothing gets an empty encapsulation
+	// packet to hold NAT mappings open; 0 = 25 s, negative = never. Learning exits send
+	// none (the clients do).
+	Keepalive  time.Duration
+	GuardTable string      // guard table name; default "mpath"
+	Logger     *zap.Logger // nil: no logs
 	// RingBytes is the receive ring size (see ReceiverConfig); 0 = 4 MiB.
 	RingBytes int
 }
@@ -64,10 +86,11 @@ const (
 	DropUnknownSource = "unknown-source" // IPIP from outside AcceptFrom
 	DropRingFull      = "ring-full"      // the kernel found the receive ring full
 	DropOther         = "other"
+	DropNoEndpoint    = "no-endpoint" // learning exit: a segment for a client with no known return endpoint (not sent)
 )
 
 var dropReasons = []string{DropTruncated, DropNotIPv4, DropHeaderLen, DropLength, DropFragment, DropChecksum,
-	DropNested, DropNotTCP, DropDataOffset, DropOptions, DropNotOurs, DropUnknownSource, DropRingFull, DropOther}
+	DropNested, DropNotTCP, DropDataOffset, DropOptions, DropNotOurs, DropUnknownSource, DropRingFull, DropOther, DropNoEndpoint}
 
 var dropSentinels = []error{ErrTruncated, ErrNotIPv4, ErrBadHeaderLen, ErrBadLength, ErrFragment, ErrChecksum,
 	ErrNestedTunnel, ErrNotTCP, ErrBadDataOffset, ErrBadOptions}
@@ -77,6 +100,7 @@ const (
 	dropUnknownSource
 	dropRingFull
 	dropOther
+	dropNoEndpoint
 )
 
 // PathStats are the counters of one path.
@@ -88,6 +112,8 @@ type PathStats struct {
 	TxErrors     uint64 // segments not sent: encode errors and packets the kernel refused
 	RxPackets    uint64 // segments delivered that came over this path (by outer source, else interface)
 	RxBytes      uint64 // IP bytes of those packets
+	Keepalives   uint64 // empty packets sent to hold NAT mappings
+	TooBig       uint64 // packets the kernel refused with EMSGSIZE (path MTU below the MSS)
 }
 
 // LinkStats is a snapshot of a Link's counters.
@@ -97,6 +123,8 @@ type LinkStats struct {
 	Drops         map[string]uint64 // by reason: the Drop* constants
 	GuardOwned    bool              // the guard's table dies with the process
 	ChecksumFixed uint64            // locally generated packets whose offloaded checksum the receiver completed
+	Learned       []LearnedPath     // learning exit: every client path's return endpoint
+	EndpointMoves uint64            // learning exit: learned endpoints that changed (NAT rebinding, new uplink address)
 }
 
 type linkPath struct {
@@ -106,6 +134,8 @@ type linkPath struct {
 
 	txPackets, txBytes, txErrors atomic.Uint64
 	rxPackets, rxBytes           atomic.Uint64
+	keepalives                   atomic.Uint64
+	active                       atomic.Bool // sent something since the last keepalive tick
 }
 
 // Link carries engine segments over IPIP through relays and implements tcp.Link. Send
@@ -123,16 +153,45 @@ type Link struct {
 	running atomic.Bool
 	closed  atomic.Bool
 	rxOther atomic.Uint64
-	drops   [dropOther + 1]atomic.Uint64
-}
+	drops   [dropNoEndpoint + 1]atomic.Uint64
 
-var _ tcp.Link = (*Link)(nil)
+	ret       *returnTable // learning mode only
+	moves     atomic.Uint64
+	tooBigLog sync.Once
+	stopKA    chan struct{}
+	kaDone    chan struct{}
+}
 
 // NewLink opens a Sender per path, the Receiver on the paths' devices and, if asked, the
 // Guard.
 func NewLink(cfg LinkConfig) (*Link, error) {
+	if cfg.Learn {
+		if len(cfg.Paths) > 0 {
+			return nil, errors.New("raw: link: a learning link has no configured paths")
+		}
+		if cfg.LearnSlots <= 0 {
+			cfg.LearnSlots = 4
+		}
+		if cfg.LearnSlots > MaxPathSlots {
+			return nil, fmt.Errorf("raw: link: %d path slots, at most %d", cfg.LearnSlots, MaxPathSlots)
+		}
+		cfg.Paths = make([]PathConfig, cfg.LearnSlots)
+		for i := range cfg.Paths {
+			// The kernel fills in a zero source (IP_HDRINCL) and routes by destination.
+			cfg.Paths[i] = PathConfig{Local: netip.IPv4Unspecified(), Relay: netip.IPv4Unspecified()}
+		}
+		if len(cfg.AcceptFrom) == 0 {
+			cfg.AcceptFrom = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/0")}
+		}
+	}
 	if len(cfg.Paths) == 0 {
 		return nil, errors.New("raw: link: no paths")
+	}
+	if len(cfg.Paths) > 256 {
+		return nil, errors.New("raw: link: more than 256 paths (the path tag is one byte)")
+	}
+	if cfg.Encap.Kind == EncapUDP && cfg.Encap.Port == 0 {
+		cfg.Encap.Port = DefaultUDPPort
 	}
 	if !cfg.Addr.Is4() {
 		return nil, fmt.Errorf("raw: link: address %v is not IPv4", cfg.Addr)
@@ -142,6 +201,9 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 		log = zap.NewNop()
 	}
 	l := &Link{cfg: cfg, log: log.Named("raw.link")}
+	if cfg.Learn {
+		l.ret = newReturnTable(cfg.LearnSlots)
+	}
 	l.txPool.New = func() any { return &txBatch{} }
 	fail := func(err error) (*Link, error) {
 		l.Close()
@@ -190,13 +252,21 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 	if hasEmptyDev(cfg.Paths) {
 		devs = nil // some path may arrive anywhere: listen on all interfaces
 	}
-	r, err := NewReceiver(ReceiverConfig{Ifaces: devs, Filter: FilterTCPPortsOrIPIP(cfg.Ports, l.cfg.AcceptFrom), RingBytes: cfg.RingBytes})
+	spec := FilterSpec{Ports: cfg.Ports, IPIPSources: l.cfg.AcceptFrom}
+	if cfg.Encap.Kind == EncapUDP {
+		spec = FilterSpec{Ports: cfg.Ports, UDPPort: cfg.Encap.Port, UDPSources: l.cfg.AcceptFrom}
+	}
+	r, err := NewReceiver(ReceiverConfig{Ifaces: devs, Filter: FilterEngine(spec), RingBytes: cfg.RingBytes})
 	if err != nil {
 		return fail(fmt.Errorf("raw: link: %w", err))
 	}
 	l.recv = r
 	if cfg.Guard {
-		g, err := NewGuard(GuardConfig{Table: cfg.GuardTable, Ports: cfg.Ports, Addrs: []netip.Addr{cfg.Addr}, IPIPSources: l.cfg.AcceptFrom})
+		gc := GuardConfig{Table: cfg.GuardTable, Ports: cfg.Ports, Addrs: []netip.Addr{cfg.Addr}, IPIPSources: l.cfg.AcceptFrom}
+		if cfg.Encap.Kind == EncapUDP {
+			gc.IPIPSources, gc.UDPPort = nil, cfg.Encap.Port
+		}
+		g, err := NewGuard(gc)
 		if err != nil {
 			return fail(fmt.Errorf("raw: link: %w", err))
 		}
@@ -206,11 +276,85 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 				zap.String("table", g.Table()))
 		}
 	}
+	if cfg.Learn {
+		l.log.Info("learning exit: paths and return endpoints learned per client", zap.Int("slots", cfg.LearnSlots),
+			zap.Stringer("encap", cfg.Encap))
+	}
 	for i, p := range l.paths {
+		if cfg.Learn {
+			break
+		}
 		l.log.Info("path", zap.Int("index", i), zap.String("dev", p.cfg.Dev),
-			zap.Stringer("local", p.cfg.Local), zap.Stringer("relay", p.cfg.Relay))
+			zap.Stringer("local", p.cfg.Local), zap.Stringer("relay", p.cfg.Relay), zap.Stringer("encap", cfg.Encap))
+	}
+	if ka := cfg.Keepalive; ka >= 0 && !cfg.Learn {
+		if ka == 0 {
+			ka = 25 * time.Second
+		}
+		l.stopKA, l.kaDone = make(chan struct{}), make(chan struct{})
+		go l.keepalives(ka)
 	}
 	return l, nil
+}
+
+// Authorize tells a learning link that the flow (local, remote) is authenticated: its
+// packets may move the client's learned return endpoints. Deauthorize when the flow
+// ends. No-ops unless the link learns. Safe for concurrent use.
+func (l *Link) Authorize(local, remote netip.AddrPort) {
+	if l.ret != nil {
+		l.ret.authorize(local, remote, true)
+	}
+}
+
+// Deauthorize undoes Authorize.
+func (l *Link) Deauthorize(local, remote netip.AddrPort) {
+	if l.ret != nil {
+		l.ret.authorize(local, remote, false)
+	}
+}
+
+// Learning reports whether the link learns its paths per client.
+func (l *Link) Learning() bool { return l.ret != nil }
+
+// keepalives sends an empty encapsulation packet on every path idle for a whole period.
+func (l *Link) keepalives(every time.Duration) {
+	defer close(l.kaDone)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	var buf [OverheadUDP]byte
+	for {
+		select {
+		case <-l.stopKA:
+			return
+		case <-t.C:
+		}
+		for _, p := range l.paths {
+			if p.active.Swap(false) {
+				continue
+			}
+			pkt := l.keepalivePacket(buf[:], p)
+			if _, err := p.sender.Send([][]byte{pkt}); err == nil {
+				p.keepalives.Add(1)
+			}
+		}
+	}
+}
+
+// keepalivePacket is an outer header with nothing inside: IPIP with no inner packet or
+// UDP with no payload, from the path's local address to its relay. NATs refresh their
+// mapping; the far end's filter (inner TCP required) and guard drop it.
+func (l *Link) keepalivePacket(buf []byte, p *linkPath) []byte {
+	if l.cfg.Encap.Kind == EncapUDP {
+		pkt := buf[:OverheadUDP]
+		PutUDPHeaders(pkt, netip.AddrPortFrom(p.cfg.Local, l.cfg.Encap.Port), netip.AddrPortFrom(p.cfg.Relay, l.cfg.Encap.Port), 0, defaultTTL)
+		return pkt
+	}
+	pkt := buf[:ipv4HeaderLen]
+	PutUDPHeaders(buf[:OverheadUDP], netip.AddrPortFrom(p.cfg.Local, 0), netip.AddrPortFrom(p.cfg.Relay, 0), 0, defaultTTL)
+	pkt[9] = protoIPIP
+	binary.BigEndian.PutUint16(pkt[2:4], ipv4HeaderLen)
+	putIPChecksum(pkt)
+	return pkt
 }
 
 func hasEmptyDev(ps []PathConfig) bool {
@@ -244,10 +388,11 @@ type txBatch struct {
 	pkts [sendBatchMax][]byte
 }
 
-// Send encapsulates segs (IPIP from the path's local address to its relay) and sends
-// them as one batch. The segments are serialised before Send returns; nothing is kept.
-// An error means some of the batch was not sent (counted in the path's TxErrors).
-func (l *Link) Send(path int, segs []tcp.Segment) error {
+// Send encapsulates segs (IPIP or UDP from the path's local address to its relay, or in
+// learning mode to each client's learned endpoint for the path) and sends them as one
+// batch. The segments are serialised before Send returns; nothing is kept. An error
+// means some of the batch was not sent (counted in the path's TxErrors).
+func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 	if path < 0 || path >= len(l.paths) {
 		return fmt.Errorf("raw: link: send: no path %d", path)
 	}
@@ -255,14 +400,42 @@ func (l *Link) Send(path int, segs []tcp.Segment) error {
 		return net.ErrClosed
 	}
 	p := l.paths[path]
+	p.active.Store(true)
 	b := l.txPool.Get().(*txBatch)
 	defer l.txPool.Put(b)
 	var firstErr error
+	udp := l.cfg.Encap.Kind == EncapUDP
+	src := netip.AddrPortFrom(p.cfg.Local, l.cfg.Encap.Port)
+	dst := netip.AddrPortFrom(p.cfg.Relay, l.cfg.Encap.Port)
+	var now time.Time
+	if l.ret != nil {
+		now = time.Now()
+	}
 	for len(segs) > 0 {
 		n := min(len(segs), sendBatchMax)
 		k := 0
 		for i := range segs[:n] {
-			pkt, err := b.enc[i].IPIP(p.cfg.Local, p.cfg.Relay, &segs[i])
+			if l.ret != nil {
+				ep, ok := l.ret.lookup(segs[i].Src, segs[i].Dst, path, now)
+				if !ok {
+					l.drops[dropNoEndpoint].Add(1)
+					p.txErrors.Add(1)
+					continue
+				}
+				dst = ep
+				if !udp {
+					dst = netip.AddrPortFrom(ep.Addr(), 0)
+				}
+			}
+			enc := &b.enc[i]
+			enc.PathID = uint8(path)
+			var pkt []byte
+			var err error
+			if udp {
+				pkt, err = enc.UDP(src, dst, &segs[i])
+			} else {
+				pkt, err = enc.IPIP(p.cfg.Local, dst.Addr(), &segs[i])
+			}
 			if err != nil {
 				p.txErrors.Add(1)
 				if firstErr == nil {
@@ -283,6 +456,13 @@ func (l *Link) Send(path int, segs []tcp.Segment) error {
 		if sent < k {
 			p.txErrors.Add(uint64(k - sent))
 		}
+		if err != nil && errors.Is(err, unix.EMSGSIZE) {
+			l.tooBigLog.Do(func() {
+				l.log.Error("the kernel refused a packet as too big for the path's MTU (EMSGSIZE): lower --mss to the path MTU less "+
+					strconv.Itoa(l.cfg.Encap.Overhead()+ipv4HeaderLen+tcpHeaderLen)+" (encapsulation, inner IPv4 and TCP headers), or raise the MTU; counted in too_big",
+					zap.Int("path", path), zap.String("dev", p.cfg.Dev), zap.Stringer("encap", l.cfg.Encap))
+			})
+		}
 		if err != nil && firstErr == nil {
 			firstErr = fmt.Errorf("raw: link: send on path %d: %w", path, err)
 		}
@@ -300,7 +480,7 @@ const deliverBatch = 256
 // payloads (which point into the receive ring) are valid only during deliver: copy what
 // you keep. deliver runs on Run's goroutine and must not call Close (Close waits for the
 // receive loop to leave the ring). Only one Run at a time.
-func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error {
+func (l *Link) Run(ctx context.Context, deliver func(segs []tcpseg.Segment)) error {
 	if !l.running.CompareAndSwap(false, true) {
 		return errors.New("raw: link: Run is already running")
 	}
@@ -312,7 +492,10 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error 
 	defer stop()
 
 	dec := NewDecoder()
-	batch := make([]tcp.Segment, deliverBatch)
+	if l.cfg.Encap.Kind == EncapUDP {
+		dec.UDPPort = l.cfg.Encap.Port
+	}
+	batch := make([]tcpseg.Segment, deliverBatch)
 	n, hw := 0, 0 // hw: slots written since the last clear
 	onPkt := func(pkt []byte, ifindex int) {
 		seg := &batch[n]
@@ -322,7 +505,7 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error 
 			l.countDecodeError(err)
 			return
 		}
-		if info.IPIP && !l.accepts(info.OuterSrc) {
+		if info.Tunneled() && !l.accepts(info.OuterSrc) {
 			l.drops[dropUnknownSource].Add(1)
 			return
 		}
@@ -330,7 +513,11 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcp.Segment)) error 
 			l.drops[dropNotOurs].Add(1)
 			return
 		}
-		seg.Path = l.countRx(info, ifindex, len(pkt))
+		if l.ret != nil {
+			seg.Path = l.learnRx(seg, &info, len(pkt))
+		} else {
+			seg.Path = l.countRx(info, ifindex, len(pkt))
+		}
 		n++
 		if n == len(batch) {
 			deliver(batch[:n])
@@ -379,18 +566,58 @@ func (l *Link) countDecodeError(err error) {
 	l.drops[dropOther].Add(1)
 }
 
-// countRx attributes a delivered packet to a path, by outer source for IPIP (the relay)
-// or else by interface, and returns the path's index (-1: none of ours).
+// countRx attributes a delivered packet to a path and returns the path's index (-1:
+// none of ours): for an encapsulated packet the path whose relay sent it and whose
+// device it came in by (two relay-less paths to the same exit differ only in the
+// device), else the first path whose relay sent it; for plain TCP the path of the
+// interface.
 func (l *Link) countRx(info Info, ifindex, size int) int {
+	hit := func(i int) int {
+		p := l.paths[i]
+		p.rxPackets.Add(1)
+		p.rxBytes.Add(uint64(size))
+		return i
+	}
+	tun := info.Tunneled()
+	if tun {
+		for i, p := range l.paths {
+			if p.cfg.Relay == info.OuterSrc && p.ifindex == ifindex && ifindex != 0 {
+				return hit(i)
+			}
+		}
+	}
 	for i, p := range l.paths {
-		if (info.IPIP && p.cfg.Relay == info.OuterSrc) || (!info.IPIP && p.ifindex == ifindex && ifindex != 0) {
-			p.rxPackets.Add(1)
-			p.rxBytes.Add(uint64(size))
-			return i
+		if (tun && p.cfg.Relay == info.OuterSrc) || (!tun && p.ifindex == ifindex && ifindex != 0) {
+			return hit(i)
 		}
 	}
 	l.rxOther.Add(1)
 	return -1
+}
+
+// learnRx (learning mode) reads the client's path from the inner IPv4 ID, lets the
+// return table learn the outer source, counts the packet on that slot and returns the
+// slot (-1: plain TCP or a path beyond the slots).
+func (l *Link) learnRx(seg *tcpseg.Segment, info *Info, size int) int {
+	if !info.Tunneled() {
+		l.rxOther.Add(1)
+		return -1
+	}
+	path := PathOf(info.ID)
+	if int(path) >= len(l.paths) {
+		l.rxOther.Add(1)
+		return -1
+	}
+	moved, old := l.ret.learn(seg.Dst, seg.Src, path, info.Source(), time.Now())
+	if moved {
+		l.moves.Add(1)
+		l.log.Info("client path moved", zap.Stringer("client", seg.Src.Addr()), zap.Int("path", int(path)),
+			zap.Stringer("from", old), zap.Stringer("to", info.Source()))
+	}
+	p := l.paths[path]
+	p.rxPackets.Add(1)
+	p.rxBytes.Add(uint64(size))
+	return int(path)
 }
 
 // Stats returns a snapshot of the counters.
@@ -401,6 +628,7 @@ func (l *Link) Stats() LinkStats {
 			Dev: p.cfg.Dev, Local: p.cfg.Local, Relay: p.cfg.Relay,
 			TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxErrors: p.txErrors.Load(),
 			RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(),
+			Keepalives: p.keepalives.Load(), TooBig: p.sender.Stats().TooBig,
 		})
 	}
 	for i, r := range dropReasons {
@@ -412,6 +640,10 @@ func (l *Link) Stats() LinkStats {
 		st.ChecksumFixed = rs.ChecksumFixed
 	}
 	st.GuardOwned = l.guard != nil && l.guard.Owned()
+	if l.ret != nil {
+		st.Learned = l.ret.snapshot()
+		st.EndpointMoves = l.moves.Load()
+	}
 	return st
 }
 
@@ -419,6 +651,10 @@ func (l *Link) Stats() LinkStats {
 func (l *Link) Close() error {
 	if l.closed.Swap(true) {
 		return nil
+	}
+	if l.stopKA != nil {
+		close(l.stopKA)
+		<-l.kaDone
 	}
 	var errs []error
 	if l.recv != nil {

@@ -38,6 +38,7 @@ type Sender struct {
 	pool sync.Pool // *sendBatch
 
 	sent, bytes, dropped atomic.Uint64
+	tooBig               atomic.Uint64
 	closed               atomic.Bool
 }
 
@@ -45,6 +46,7 @@ type Sender struct {
 type SenderStats struct {
 	Packets, Bytes uint64 // handed to the kernel
 	Dropped        uint64 // refused by the kernel (ENOBUFS, EPERM, EMSGSIZE, ...): counted, skipped
+	TooBig         uint64 // of those, refused with EMSGSIZE (larger than the route's MTU)
 }
 
 // NewSender opens a raw IPv4 socket; the kernel routes each packet by its destination.
@@ -169,6 +171,9 @@ func (s *Sender) Send(pkts [][]byte) (int, error) {
 				b.errno == unix.ENETUNREACH || b.errno == unix.EHOSTUNREACH || b.errno == unix.EINVAL:
 				// The packet at b.off was refused; skip it and send the rest.
 				s.dropped.Add(1)
+				if b.errno == unix.EMSGSIZE {
+					s.tooBig.Add(1)
+				}
 				if firstErr == nil {
 					firstErr = fmt.Errorf("raw: send: %w", b.errno)
 				}
@@ -194,7 +199,7 @@ func (s *Sender) clearIovs(b *sendBatch) {
 
 // Stats returns the counters. Safe for concurrent use.
 func (s *Sender) Stats() SenderStats {
-	return SenderStats{Packets: s.sent.Load(), Bytes: s.bytes.Load(), Dropped: s.dropped.Load()}
+	return SenderStats{Packets: s.sent.Load(), Bytes: s.bytes.Load(), Dropped: s.dropped.Load(), TooBig: s.tooBig.Load()}
 }
 
 // Close closes the socket; later Sends return net.ErrClosed. Idempotent.

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"mpath/raw"
 )
 
 // Reason is why the relay dropped (or did not forward) a packet. Reasons are the label
@@ -243,6 +245,10 @@ type Policy struct {
 	Local         *LocalSet // the relay's own addresses
 	Mode          Mode
 	Plain         bool // also forward plain (non-IPIP) transit IPv4 whose addresses are allowed
+	// UDPPort, when not 0, is the UDP encapsulation port (Linux fou, ipproto 4): IPv4 in
+	// UDP to it is a tunnel packet like IPIP, and in reencap mode the relay sends UDP
+	// (from and to this port) instead of IPIP.
+	UDPPort uint16
 }
 
 func (p *Policy) from() *Allowlist {
@@ -295,6 +301,11 @@ type Verdict struct {
 	Out    []byte     // for ActForward: the packet to send, a subslice of the input buffer
 	Dst    netip.Addr // for ActForward: where the kernel routes Out
 	Tunnel bool       // the input was IPIP addressed to the relay (false: plain transit)
+	// Reencap only: the inner source whose packets, allowlisted, just came from the
+	// outer source LearnFrom (address, and port with UDP). The relay's return table
+	// (returns.go) sends packets for Learn back there.
+	Learn     netip.Addr
+	LearnFrom netip.AddrPort
 }
 
 // IPv4 header constants.
@@ -305,6 +316,7 @@ const (
 	protoGRE      = 47
 	protoTCP      = 6
 	protoUDP      = 17
+	udpHeaderLen  = 8
 	// OuterTTL is the TTL of the outer header the relay writes in reencap mode.
 	OuterTTL = 64
 )
@@ -321,12 +333,35 @@ const ReencapHeadroom = ipv4HeaderLen
 // inner destination (needed in reencap mode only; see Relay); pass the zero Addr when
 // unknown, which leaves the source for the kernel to fill in.
 func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdict {
+	return ClassifyWith(p, buf, Env{Src: src})
+}
+
+// Env is what ClassifyWith asks the relay about while judging a packet.
+type Env struct {
+	// Src returns the relay's address toward dst (reencap outer source); nil or the zero
+	// Addr leaves the source to the kernel.
+	Src func(dst netip.Addr) netip.Addr
+	// Return returns where packets for the inner address dst go in reencap mode: the
+	// outer source that dst's own packets last came from (nil or false: dst itself).
+	Return func(dst netip.Addr) (netip.AddrPort, bool)
+}
+
+// ClassifyWith is Classify with return addressing: in reencap mode a packet for an
+// inner destination that the relay has heard from goes back to where that destination's
+// packets came from (a NAT's public address and port) rather than to the inner address,
+// and the verdict says what to learn (Learn, LearnFrom). It may move the inner packet 8
+// bytes towards the end of buf (within cap(buf)) when IPIP input leaves as UDP.
+func ClassifyWith(p *Policy, buf []byte, env Env) Verdict {
 	h, ok := parseIPv4(buf)
 	if !ok {
 		return Verdict{Action: ActDrop, Reason: ReasonMalformed}
 	}
 	if h.proto == protoIPIP && p.Local.Has(h.dst) {
-		return classifyTunnel(p, buf, h, src)
+		return classifyTunnel(p, buf, h, 0, env)
+	}
+	if h.proto == protoUDP && p.UDPPort != 0 && p.Local.Has(h.dst) && !h.fragment && h.totalLen >= h.hdrLen+udpHeaderLen &&
+		binary.BigEndian.Uint16(buf[h.hdrLen+2:h.hdrLen+4]) == p.UDPPort {
+		return classifyTunnel(p, buf, h, udpHeaderLen, env)
 	}
 	if !p.Plain || p.Local.Has(h.dst) {
 		return Verdict{Action: ActIgnore}
@@ -349,7 +384,9 @@ func Classify(p *Policy, buf []byte, src func(dst netip.Addr) netip.Addr) Verdic
 	return Verdict{Action: ActForward, Out: pkt, Dst: addrOf(h.dst)}
 }
 
-func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) netip.Addr) Verdict {
+// classifyTunnel judges an encapsulated packet; extra is the bytes between the outer
+// IPv4 header and the inner packet (0 for IPIP, 8 for the UDP header).
+func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, extra int, env Env) Verdict {
 	drop := func(r Reason) Verdict { return Verdict{Action: ActDrop, Reason: r, Tunnel: true} }
 	if !p.from().Contains(outer.src) {
 		return drop(ReasonNotAllowed)
@@ -357,7 +394,21 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	if outer.fragment {
 		return drop(ReasonFragment)
 	}
-	innerBuf := buf[outer.hdrLen:outer.totalLen]
+	var srcPort uint16
+	if extra > 0 {
+		u := buf[outer.hdrLen:outer.totalLen]
+		if int(binary.BigEndian.Uint16(u[4:6])) != len(u) || !udpChecksumOK(buf[12:20], u) {
+			return drop(ReasonMalformed)
+		}
+		srcPort = binary.BigEndian.Uint16(u[0:2])
+	}
+	innerStart := outer.hdrLen + extra
+	innerBuf := buf[innerStart:outer.totalLen]
+	if len(innerBuf) == 0 {
+		// A keepalive (an empty encapsulation that holds a NAT mapping): not a packet to
+		// forward; the kernel's guard drops it.
+		return Verdict{Action: ActIgnore, Tunnel: true}
+	}
 	in, ok := parseIPv4(innerBuf)
 	if !ok {
 		return drop(ReasonMalformed)
@@ -387,19 +438,52 @@ func classifyTunnel(p *Policy, buf []byte, outer ipv4Hdr, src func(netip.Addr) n
 	if !p.innerProtoAllowed(innerBuf, in) {
 		return drop(ReasonProtocol)
 	}
-	decTTL(innerBuf)
 	dst := addrOf(in.dst)
 	if p.Mode == ModeForward {
+		decTTL(innerBuf)
 		return Verdict{Action: ActForward, Out: innerBuf, Dst: dst, Tunnel: true}
 	}
-	start := outer.hdrLen - ipv4HeaderLen
-	pkt := buf[start:outer.totalLen]
-	var s netip.Addr
-	if src != nil {
-		s = src(dst)
+	// Reencap: to where dst's own packets came from if the relay has heard from it,
+	// else to dst itself.
+	to := netip.AddrPortFrom(dst, p.UDPPort)
+	if env.Return != nil {
+		if ep, ok := env.Return(dst); ok {
+			to = ep
+			if p.UDPPort != 0 && ep.Port() == 0 {
+				to = netip.AddrPortFrom(ep.Addr(), p.UDPPort) // learned from IPIP
+			}
+		}
 	}
-	writeOuter(pkt, s, dst, outer.id)
-	return Verdict{Action: ActForward, Out: pkt, Dst: dst, Tunnel: true}
+	hdr := ipv4HeaderLen
+	if p.UDPPort != 0 {
+		hdr += udpHeaderLen
+	}
+	start := innerStart - hdr
+	if start < 0 {
+		// IPIP in, UDP out: move the inner packet back to make room for the UDP header.
+		shift := -start
+		if cap(buf) < outer.totalLen+shift {
+			return drop(ReasonMalformed)
+		}
+		buf = buf[:outer.totalLen+shift]
+		copy(buf[innerStart+shift:], buf[innerStart:outer.totalLen])
+		innerStart += shift
+		innerBuf = buf[innerStart:]
+		start = 0
+	}
+	decTTL(innerBuf)
+	pkt := buf[start : innerStart+len(innerBuf)]
+	var s netip.Addr
+	if env.Src != nil {
+		s = env.Src(to.Addr())
+	}
+	if p.UDPPort != 0 {
+		writeOuterUDP(pkt, s, to, p.UDPPort, outer.id)
+	} else {
+		writeOuter(pkt, s, to.Addr(), outer.id)
+	}
+	return Verdict{Action: ActForward, Out: pkt, Dst: to.Addr(), Tunnel: true,
+		Learn: addrOf(in.src), LearnFrom: netip.AddrPortFrom(addrOf(outer.src), srcPort)}
 }
 
 type ipv4Hdr struct {
@@ -410,29 +494,16 @@ type ipv4Hdr struct {
 	src, dst         uint32
 }
 
-// parseIPv4 checks and reads an IPv4 header at the start of b. It accepts trailing bytes
-// after the packet (link padding) and rejects anything a router would reject.
+// parseIPv4 checks and reads an IPv4 header at the start of b with raw's parser (the
+// one the Decoder uses): trailing bytes after the packet (link padding) are accepted,
+// anything a router would reject is not.
 func parseIPv4(b []byte) (ipv4Hdr, bool) {
-	var h ipv4Hdr
-	if len(b) < ipv4HeaderLen || b[0]>>4 != 4 {
-		return h, false
+	r, err := raw.ParseIPv4(b)
+	if err != nil {
+		return ipv4Hdr{}, false
 	}
-	h.hdrLen = int(b[0]&0x0f) * 4
-	h.totalLen = int(binary.BigEndian.Uint16(b[2:4]))
-	if h.hdrLen < ipv4HeaderLen || h.totalLen < h.hdrLen || h.totalLen > len(b) {
-		return h, false
-	}
-	if checksum(b[:h.hdrLen]) != 0 {
-		return h, false
-	}
-	frag := binary.BigEndian.Uint16(b[6:8])
-	h.fragment = frag&0x2000 != 0 || frag&0x1fff != 0
-	h.id = binary.BigEndian.Uint16(b[4:6])
-	h.ttl = b[8]
-	h.proto = b[9]
-	h.src = binary.BigEndian.Uint32(b[12:16])
-	h.dst = binary.BigEndian.Uint32(b[16:20])
-	return h, true
+	return ipv4Hdr{hdrLen: r.HeaderLen, totalLen: r.TotalLen, ttl: r.TTL, proto: r.Proto,
+		fragment: r.Fragment, id: r.ID, src: r.Src, dst: r.Dst}, true
 }
 
 // martian reports addresses a relay never forwards: 0/8, 127/8, 169.254/16, multicast,
@@ -479,17 +550,6 @@ func writeOuter(pkt []byte, src, dst netip.Addr, id uint16) {
 	binary.BigEndian.PutUint16(h[10:12], checksum(h))
 }
 
-// checksum is the Internet checksum of b (0 when b already carries a valid checksum).
-func checksum(b []byte) uint16 {
-	var sum uint32
-	for i := 0; i+1 < len(b); i += 2 {
-		sum += uint32(b[i])<<8 | uint32(b[i+1])
-	}
-	if len(b)%2 == 1 {
-		sum += uint32(b[len(b)-1]) << 8
-	}
-	for sum>>16 != 0 {
-		sum = (sum & 0xffff) + (sum >> 16)
-	}
-	return ^uint16(sum)
-}
+// checksum is the Internet checksum of b (0 when b already carries a valid checksum):
+// raw's, shared with the codec.
+func checksum(b []byte) uint16 { return raw.Checksum(b) }

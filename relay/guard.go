@@ -21,8 +21,13 @@ func GuardTable() string { return raw.InstanceTable("relay") }
 //
 // IPIP from sources outside --allow is not dropped by the guard: the relay drops and
 // counts it, and the kernel may answer it with ICMP if it has a route back.
-func InstallGuard(allow Allowlist) (*raw.Guard, error) {
-	g, err := raw.NewGuard(raw.GuardConfig{Table: GuardTable(), IPIPSources: allow.Prefixes()})
+func InstallGuard(allow Allowlist) (*raw.Guard, error) { return InstallGuardEncap(allow, 0) }
+
+// InstallGuardEncap is InstallGuard that also drops inbound UDP to udpPort (the
+// encapsulation port, 0: none), which the kernel would answer with ICMP port
+// unreachable.
+func InstallGuardEncap(allow Allowlist, udpPort uint16) (*raw.Guard, error) {
+	g, err := raw.NewGuard(raw.GuardConfig{Table: GuardTable(), IPIPSources: allow.Prefixes(), UDPPort: udpPort})
 	if err != nil {
 		return nil, fmt.Errorf("relay: %w", err)
 	}

@@ -33,14 +33,38 @@ func IPIPFilter() []bpf.Instruction {
 // RingBytes is the size of the relay's receive ring (see NewRawSource).
 const RingBytes = 32 << 20
 
+// EncapFilter is the receive filter without --plain when the relay also takes UDP
+// encapsulation: IPv4 protocol 4, or unfragmented UDP to udpPort.
+func EncapFilter(udpPort uint16) []bpf.Instruction {
+	return []bpf.Instruction{
+		bpf.LoadAbsolute{Off: 9, Size: 1},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: protoIPIP, SkipTrue: 7},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: protoUDP, SkipFalse: 5},
+		bpf.LoadAbsolute{Off: 6, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpBitsSet, Val: 0x1fff, SkipTrue: 3},
+		bpf.LoadMemShift{Off: 0},
+		bpf.LoadIndirect{Off: 2, Size: 2},
+		bpf.JumpIf{Cond: bpf.JumpEqual, Val: uint32(udpPort), SkipTrue: 1},
+		bpf.RetConstant{Val: 0},
+		bpf.RetConstant{Val: 0x40000},
+	}
+}
+
 // NewRawSource opens the receiver in the current network namespace.
-func NewRawSource(plain bool) (*RawSource, error) {
+func NewRawSource(plain bool) (*RawSource, error) { return NewRawSourceEncap(plain, 0) }
+
+// NewRawSourceEncap is NewRawSource that also captures UDP encapsulation to udpPort
+// (0: IPIP only).
+func NewRawSourceEncap(plain bool, udpPort uint16) (*RawSource, error) {
 	// raw's ring blocks are 256 KiB and retire after at most 1 ms, so at low rates every
 	// block holds a few packets and the ring buffers only about one millisecond per
 	// block: 128 blocks ride out a relay descheduled for 100+ ms on a busy machine.
 	cfg := raw.ReceiverConfig{RingBytes: RingBytes}
 	if !plain {
 		cfg.Filter = IPIPFilter()
+		if udpPort != 0 {
+			cfg.Filter = EncapFilter(udpPort)
+		}
 	}
 	r, err := raw.NewReceiver(cfg)
 	if err != nil {

@@ -58,6 +58,9 @@ type Config struct {
 	Mode          Mode
 	Plain         bool
 	Impair        ImpairSpec
+	// UDPPort, when not 0, makes the relay take IPv4-in-UDP (fou) to this port as well as
+	// IPIP, and send UDP in reencap mode (Policy.UDPPort).
+	UDPPort uint16
 	// LocalAddrs returns the relay's own addresses; it is called at start and every
 	// AddrRefresh. Default: the addresses of every interface (net.InterfaceAddrs).
 	LocalAddrs  func() ([]netip.Addr, error)
@@ -77,6 +80,8 @@ type Stats struct {
 	ForwardedBytes [3]uint64
 	Dropped        [numReasons]uint64 // by Reason (index 0 unused)
 	Ignored        uint64             // captured but not the relay's business (local traffic)
+	ReturnMoves    uint64             // reencap: return endpoints that changed address
+	Returns        int                // reencap: inner addresses with a learned return endpoint
 }
 
 // Forward kinds, the "mode" label of the forwarded counters.
@@ -116,6 +121,8 @@ type counters struct {
 	fwd, fwdBytes [3]atomic.Uint64
 	dropped       [numReasons]atomic.Uint64
 	ignored       atomic.Uint64
+	returnMoves   atomic.Uint64
+	returns       atomic.Int64
 }
 
 // packet is a pooled buffer travelling from receive to release.
@@ -142,10 +149,12 @@ type Relay struct {
 	ctr    counters
 
 	// Owned by the receive goroutine.
-	im      *Impairer
-	srcAddr map[netip.Addr]netip.Addr
-	srcPol  *Policy // policy the srcAddr cache belongs to
-	times   []time.Time
+	ret       *returns
+	retLookup func(netip.Addr) (netip.AddrPort, bool)
+	im        *Impairer
+	srcAddr   map[netip.Addr]netip.Addr
+	srcPol    *Policy // policy the srcAddr cache belongs to
+	times     []time.Time
 	// direct collects forwarded packets when there is no impairment (nil otherwise).
 	direct     []*packet
 	directPkts [][]byte
@@ -185,11 +194,13 @@ func New(cfg Config, src Source, sink Sink) (*Relay, error) {
 		sink:    sink,
 		log:     cfg.Log,
 		im:      NewImpairer(cfg.Impair),
+		ret:     newReturns(),
 		srcAddr: map[netip.Addr]netip.Addr{},
 		free:    make(chan *packet, cfg.MaxQueued),
 		notify:  make(chan struct{}, 1),
 		times:   make([]time.Time, 0, 2),
 	}
+	r.retLookup = r.ret.lookup
 	if !cfg.Impair.Active() {
 		r.direct = make([]*packet, 0, maxBatch)
 		r.directPkts = make([][]byte, 0, maxBatch)
@@ -214,7 +225,7 @@ func (r *Relay) refreshAddrs() error {
 		return nil
 	}
 	r.policy.Store(&Policy{Allow: r.cfg.Allow, From: r.cfg.From, To: r.cfg.To, InnerUDPPorts: r.cfg.InnerUDPPorts,
-		Local: NewLocalSet(addrs), Mode: r.cfg.Mode, Plain: r.cfg.Plain})
+		Local: NewLocalSet(addrs), Mode: r.cfg.Mode, Plain: r.cfg.Plain, UDPPort: r.cfg.UDPPort})
 	if old != nil {
 		r.log.Info("local addresses changed", zap.Int("count", len(addrs)))
 	}
@@ -273,6 +284,8 @@ func (r *Relay) Stats() Stats {
 		s.Dropped[i] = r.ctr.dropped[i].Load()
 	}
 	s.Ignored = r.ctr.ignored.Load()
+	s.ReturnMoves = r.ctr.returnMoves.Load()
+	s.Returns = int(r.ctr.returns.Load())
 	return s
 }
 
@@ -372,7 +385,13 @@ func (r *Relay) receive(pkt []byte) {
 	}
 	p := r.getPacket()
 	n := copy(p.buf[:], pkt)
-	v := Classify(pol, p.buf[:n], func(dst netip.Addr) netip.Addr { return r.sourceFor(pol, dst) })
+	r.ret.now = now
+	v := ClassifyWith(pol, p.buf[:n], Env{Src: func(dst netip.Addr) netip.Addr { return r.sourceFor(pol, dst) }, Return: r.retLookup})
+	if v.Learn.IsValid() {
+		r.ret.learn(v.Learn, v.LearnFrom)
+		r.ctr.returnMoves.Store(r.ret.moves)
+		r.ctr.returns.Store(int64(len(r.ret.m)))
+	}
 	switch v.Action {
 	case ActIgnore:
 		r.ctr.ignored.Add(1)

@@ -144,6 +144,12 @@ type ExitConfig struct {
 	MaxConns        int              // concurrent flows; DefaultMaxConns when 0
 	Now             func() time.Time // time.Now when nil
 	Logger          *zap.Logger      // nil: no logs
+
+	// OnAuthenticated, if set, is called with a flow whose request verified (MAC,
+	// timestamp, nonce), before the target is dialled; the function it returns is called
+	// when the flow ends. A learning link uses it to let only authenticated flows move a
+	// client's return endpoints.
+	OnAuthenticated func(c net.Conn) (done func())
 }
 
 // ExitStats are an Exit's counters since it was made.
@@ -314,6 +320,11 @@ func (e *Exit) handle(ctx context.Context, c net.Conn) {
 		return
 	}
 	c.SetReadDeadline(time.Time{})
+	if e.cfg.OnAuthenticated != nil {
+		if done := e.cfg.OnAuthenticated(c); done != nil {
+			defer done()
+		}
+	}
 
 	t, err := e.dial(ctx, target)
 	if err != nil {

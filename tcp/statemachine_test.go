@@ -675,11 +675,11 @@ func TestReceiveData(t *testing.T) {
 		out := in(e, now, data(2000, 500), 0)
 		ack := only(t, "ACK", out)
 		wantACK(t, "ACK", ack, rcvNxt)
-		if ack.Options.NSACK != 1 || ack.Options.SACK[0] != (SACKBlock{rcvNxt + 2000, rcvNxt + 2500}) {
+		if ack.Options.NSACK != 1 || ack.Options.SACK[0] != (SACKBlock{Left: rcvNxt + 2000, Right: rcvNxt + 2500}) {
 			t.Fatalf("SACK %v, want one block [%d,%d)", ack.Options.SACKBlocks(), rcvNxt+2000, rcvNxt+2500)
 		}
 		ack = only(t, "ACK", in(e, now, data(4000, 500), 0))
-		want := []SACKBlock{{rcvNxt + 4000, rcvNxt + 4500}, {rcvNxt + 2000, rcvNxt + 2500}}
+		want := []SACKBlock{{Left: rcvNxt + 4000, Right: rcvNxt + 4500}, {Left: rcvNxt + 2000, Right: rcvNxt + 2500}}
 		if got := ack.Options.SACKBlocks(); len(got) != 2 || got[0] != want[0] || got[1] != want[1] {
 			t.Fatalf("SACK %v, want %v (newest first)", got, want)
 		}
@@ -727,7 +727,7 @@ func TestReceiveData(t *testing.T) {
 		if e.rq.Bytes() != 1000 {
 			t.Fatalf("held %d bytes, want the 1000 inside the 4000-byte window", e.rq.Bytes())
 		}
-		if got := ack.Options.SACKBlocks(); len(got) != 1 || got[0] != (SACKBlock{rcvNxt + 3000, rcvNxt + 4000}) {
+		if got := ack.Options.SACKBlocks(); len(got) != 1 || got[0] != (SACKBlock{Left: rcvNxt + 3000, Right: rcvNxt + 4000}) {
 			t.Fatalf("SACK %v", got)
 		}
 		// In order, larger than what is left of the window.
@@ -1327,7 +1327,7 @@ func TestRenegedSACK(t *testing.T) {
 	}
 	sack := fromPeer(FlagACK, peerISS+1, iss+1, 65535, nil)
 	sack.Options.NSACK = 1
-	sack.Options.SACK[0] = SACKBlock{iss + 1, iss + 1 + uint32(e.segSize)}
+	sack.Options.SACK[0] = SACKBlock{Left: iss + 1, Right: iss + 1 + uint32(e.segSize)}
 	now = now.Add(10 * time.Millisecond)
 	in(e, now, sack, 0)
 	if err := checkEndpoint(e); err != nil {
@@ -1565,7 +1565,7 @@ func TestPerPathLossDetection(t *testing.T) {
 		y := sendOn(t, e, &now, 1, seg, seg)
 		z := sendOn(t, e, &now, 1, 2*seg, seg)
 		now = t0.Add(rtt + 2*time.Millisecond)
-		out := in(e, now, sack(x.seg.Seq, SACKBlock{y.seg.Seq, z.seg.Seq + uint32(seg)}), 1)
+		out := in(e, now, sack(x.seg.Seq, SACKBlock{Left: y.seg.Seq, Right: z.seg.Seq + uint32(seg)}), 1)
 		out = append(out, runUntil(t, e, now, t0.Add(150*time.Millisecond))...)
 		if _, ok := retransmitted(out, x.seg.Seq); ok {
 			t.Fatalf("segment on path 0 re-sent because segments on path 1 were SACKed: %v", segList(out))
@@ -1582,7 +1582,7 @@ func TestPerPathLossDetection(t *testing.T) {
 		w := sendOn(t, e, &now, 0, seg, seg)
 		sentW := now
 		now = sentW.Add(rtt)
-		out := in(e, now, sack(x.seg.Seq, SACKBlock{w.seg.Seq, w.seg.Seq + uint32(seg)}), 0)
+		out := in(e, now, sack(x.seg.Seq, SACKBlock{Left: w.seg.Seq, Right: w.seg.Seq + uint32(seg)}), 0)
 		if _, ok := retransmitted(out, x.seg.Seq); ok {
 			t.Fatalf("re-sent before the reordering window passed")
 		}

@@ -96,6 +96,12 @@ func runClient(args []string) error {
 			return usageErrorf("--psk-file is required in tunnel mode")
 		}
 	}
+	ef.mssSet = flagGiven(fs, "mss")
+	for _, p := range ef.paths {
+		if *direct && p.relayName == "" && !p.relay.IsValid() {
+			return usageErrorf("path dev=%s: relay= is required in direct mode", p.dev)
+		}
+	}
 	var addr netip.Addr
 	if ef.addr != "" {
 		if addr, err = netip.ParseAddr(ef.addr); err != nil || !addr.Is4() {
@@ -117,6 +123,11 @@ func runClient(args []string) error {
 			return fmt.Errorf("--exit: %w", err)
 		}
 		exit = netip.AddrPortFrom(a, uint16(pn))
+		for i := range ef.paths {
+			if !ef.paths[i].relay.IsValid() { // a relay-less path: straight to the exit
+				ef.paths[i].relay = exit.Addr()
+			}
+		}
 		if key, err = socks.LoadKey(*pskFile); err != nil {
 			return err
 		}

@@ -21,7 +21,12 @@ its kernel by an nftables table owned by the process), reads each flow's request
 version, timestamp, nonce, target, HMAC-SHA256 with the key in --psk-file), refuses bad
 MACs, timestamps off by more than 30 s, replayed nonces and denied targets, dials the
 target with the kernel's TCP (IPv4, IPv6 or a name it resolves) and copies bytes both
-ways with half-close. Its own segments go back sprayed over its --path list.
+ways with half-close. Its own segments go back sprayed over its --path list, or, with no
+--path, over each client's own paths: the exit learns, per client and path (a tag in
+every packet), the outer address (and port, with --encap udp) that the path's
+authenticated packets last came from, so clients behind NATs with changing addresses
+need no configuration here (forward-mode relays, which strip the encapsulation, need a
+--path list).
 
 It is never an open proxy: requests without the key are refused and counted. A SYN
 must carry a valid request (its MAC binds the flow's addresses and ports; timestamps
@@ -38,6 +43,7 @@ host's own addresses stay reachable; to close them:
 Examples:
   mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk \
       --path dev=x1,relay=10.77.101.2 --path dev=x2,relay=10.77.102.2
+  mpath exit --listen 10.77.255.2:7000 --psk-file /etc/mpath/psk --encap udp
   mpath exit ... --allow-target 10.0.0.0/8 --deny-target 10.9.0.0/16 --metrics 127.0.0.1:9465
 `
 
@@ -70,12 +76,32 @@ func (l *prefixList) Set(v string) error {
 	return nil
 }
 
+// authorizeFlow lets a learning link learn return endpoints from c's packets while the
+// flow lasts (only flows whose request verified may move a client's paths).
+func authorizeFlow(l *raw.Link) func(c net.Conn) func() {
+	if !l.Learning() {
+		return nil
+	}
+	return func(c net.Conn) func() {
+		la, ok1 := c.LocalAddr().(*net.TCPAddr)
+		ra, ok2 := c.RemoteAddr().(*net.TCPAddr)
+		if !ok1 || !ok2 {
+			return nil
+		}
+		local, remote := la.AddrPort(), ra.AddrPort()
+		local = netip.AddrPortFrom(local.Addr().Unmap(), local.Port())
+		remote = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port())
+		l.Authorize(local, remote)
+		return func() { l.Deauthorize(local, remote) }
+	}
+}
+
 func init() {
 	register("exit", "far end of the tunnel: accepts authenticated flows, dials the real servers", runExit)
 }
 
 func runExit(args []string) error {
-	fs := newFlagSet("exit", "--listen ADDR:PORT --psk-file FILE --path dev=IFACE,relay=ADDR[,weight=N] ... [flags]", exitMore)
+	fs := newFlagSet("exit", "--listen ADDR:PORT --psk-file FILE [--encap udp] [--path dev=IFACE,relay=ADDR[,weight=N] ...] [flags]", exitMore)
 	var ef engineFlags
 	ef.register(fs, defaultExitMetrics)
 	listen := fs.String("listen", "", "the exit's inner IPv4 `ADDR:PORT` that clients' --exit names (required)")
@@ -91,6 +117,8 @@ func runExit(args []string) error {
 	if err := noArgs(fs); err != nil {
 		return err
 	}
+	ef.mssSet = flagGiven(fs, "mss")
+	ef.learn = len(ef.paths) == 0 // no --path: every client's paths are learned
 	if *listen == "" || *pskFile == "" {
 		return usageErrorf("--listen and --psk-file are required")
 	}
@@ -127,7 +155,8 @@ func runExit(args []string) error {
 	setup := setupHistogram("mpath_target_dial_seconds", "Time the exit took to resolve and dial a verified request's target.")
 	dialer := &net.Dialer{}
 	x, err := socks.NewExit(socks.ExitConfig{Key: key, Allow: allow, Deny: denyList, MaxConns: *maxConns,
-		Logger: root, // names itself "exit"
+		Logger:          root, // names itself "exit"
+		OnAuthenticated: authorizeFlow(n.link),
 		Dial: func(ctx context.Context, network, addr string) (net.Conn, error) {
 			start := time.Now()
 			c, err := dialer.DialContext(ctx, network, addr)

@@ -59,6 +59,9 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_exit_bytes_total", "bytes the exit relayed, by direction (to_target, from_target)"},
 	{"mpath_exit_refused_total", "exit requests refused, by reason"},
 	{"mpath_exit_active", "flows the exit is relaying now"},
+	{"mpath_link_learned_endpoint_changed_seconds", "learning exit: unix time each client path's return endpoint last changed, by client, path and endpoint"},
+	{"mpath_link_endpoint_moves_total", "learning exit: client path return endpoints that changed (NAT rebinding, new uplink address)"},
+	{"mpath_link_path_total", "link events per path: keepalives sent, packets refused as too big (EMSGSIZE)"},
 }
 
 func newNodeCollector(role string, stack *tcp.Stack, link *raw.Link) *nodeCollector {
@@ -79,6 +82,10 @@ func newNodeCollector(role string, stack *tcp.Stack, link *raw.Link) *nodeCollec
 			labels = []string{"event"}
 		case "mpath_exit_bytes_total":
 			labels = []string{"direction"}
+		case "mpath_link_learned_endpoint_changed_seconds":
+			labels = []string{"client", "path", "endpoint"}
+		case "mpath_link_path_total":
+			labels = []string{"index", "event"}
 		}
 		c.descs[m.name] = prometheus.NewDesc(m.name, m.help, labels, prometheus.Labels{"role": role})
 	}
@@ -154,8 +161,20 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	counter("mpath_engine_drops_total", float64(st.DropsRSTLimit), "rst_rate_limit")
 	counter("mpath_engine_drops_total", float64(st.DropsProbe), "bad_probe_answer")
 	if c.link != nil {
-		for reason, v := range c.link.Stats().Drops {
+		ls := c.link.Stats()
+		for reason, v := range ls.Drops {
 			counter("mpath_link_drops_total", float64(v), reason)
+		}
+		for i, p := range ls.Paths {
+			counter("mpath_link_path_total", float64(p.Keepalives), strconv.Itoa(i), "keepalives")
+			counter("mpath_link_path_total", float64(p.TooBig), strconv.Itoa(i), "too_big")
+		}
+		if c.link.Learning() {
+			counter("mpath_link_endpoint_moves_total", float64(ls.EndpointMoves))
+			for _, lp := range ls.Learned {
+				gauge("mpath_link_learned_endpoint_changed_seconds", float64(lp.Changed.UnixNano())/1e9,
+					lp.Client.String(), strconv.Itoa(lp.Path), lp.Addr.String())
+			}
 		}
 	}
 	front := func(name string, s socks.FrontStats) {

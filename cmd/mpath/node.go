@@ -95,13 +95,10 @@ func parsePath(v string) (pathSpec, error) {
 			return p, fmt.Errorf("path %q: unknown key %q (want dev, relay, weight, local)", v, k)
 		}
 	}
-	if p.relayName == "" {
-		return p, fmt.Errorf("path %q: relay= is required", v)
-	}
 	if p.dev == "" {
 		return p, fmt.Errorf("path %q: dev= is required", v)
 	}
-	return p, nil
+	return p, nil // no relay=: straight to the exit (the client fills in --exit's address)
 }
 
 // isHostName reports whether s looks like a DNS name (letters, digits, '-', '.').
@@ -138,7 +135,7 @@ func resolveIPv4(ctx context.Context, host string) (netip.Addr, error) {
 // resolvePaths resolves the relays given by name.
 func resolvePaths(paths pathList) error {
 	for i := range paths {
-		if paths[i].relay.IsValid() {
+		if paths[i].relay.IsValid() || paths[i].relayName == "" {
 			continue
 		}
 		a, err := resolveIPv4(context.Background(), paths[i].relayName)
@@ -150,8 +147,13 @@ func resolvePaths(paths pathList) error {
 	return nil
 }
 
-const pathHelp = "a path to spray over, repeatable: `dev=IFACE,relay=ADDR[,weight=N][,local=ADDR]` " +
-	"(IFACE: the interface towards the relay; ADDR: the relay's IPv4 address or host name, resolved at start; weight for --scheduler weighted; " +
+const encapHelp = "encapsulation `ipip|udp[:PORT]`: ipip (IP protocol 4, the default) or udp, IPv4 in UDP to PORT " +
+	"(default 5555; the format of Linux fou with ipproto 4), which crosses NAT and carries keepalives every 25 s on idle paths. " +
+	"With udp the host kernel never sees the inner TCP: the guard drops inbound UDP to PORT instead of IPIP, and raw sockets " +
+	"(CAP_NET_RAW, CAP_NET_ADMIN for the guard) are still needed"
+
+const pathHelp = "a path to spray over, repeatable: `dev=IFACE[,relay=ADDR][,weight=N][,local=ADDR]` " +
+	"(IFACE: the interface towards the relay; ADDR: the relay's IPv4 address or host name, resolved at start; default (client) the exit itself: a relay-less path; weight for --scheduler weighted; " +
 	"local: outer source, default IFACE's first IPv4 address)"
 
 // portRange parses "FIRST-LAST".
@@ -176,7 +178,10 @@ type engineFlags struct {
 	memBudget  int
 	mss        int
 	keepalive  time.Duration
+	mssSet     bool // --mss was given (else it follows the paths' MTU)
 	noGuard    bool
+	encap      string
+	learn      bool // exit without --path: paths learned per client
 	drain      time.Duration
 	config     string
 
@@ -190,8 +195,9 @@ func (f *engineFlags) register(fs *flag.FlagSet, defaultMetrics string) {
 	fs.StringVar(&f.ports, "ports", "61000-65535", "local port `RANGE` for engine flows, kept out of the kernel's way by the nftables guard (keep it outside net.ipv4.ip_local_port_range)")
 	fs.IntVar(&f.recvWindow, "recv-window", 16<<20, "receive window bound per flow in `BYTES` (at least 2 x sum of path rates x largest RTT)")
 	fs.IntVar(&f.memBudget, "mem-budget", tcp.DefaultMemoryBudget, "most `BYTES` all flows' buffers may hold (receive, reorder pages, send, input queues); when spent, windows stop opening and new flows are refused")
-	fs.IntVar(&f.mss, "mss", 1440, "TCP maximum segment size the engine announces and sends, in `BYTES`: the paths' MTU less 60 (outer and inner IPv4, TCP), 536..8940")
+	fs.IntVar(&f.mss, "mss", 1440, "TCP maximum segment size the engine announces and sends, in `BYTES`, 536..8940; default: the smallest path MTU less the encapsulation (20 ipip, 28 udp) and 40 (inner IPv4, TCP), 1440 for 1500-byte paths with ipip")
 	fs.DurationVar(&f.keepalive, "keepalive", time.Minute, "probe a flow idle this `DURATION` and reset it when three probes go unanswered (0: off)")
+	fs.StringVar(&f.encap, "encap", "ipip", encapHelp)
 	fs.BoolVar(&f.noGuard, "no-guard", false, "do not install the nftables guard (the kernel would then answer engine flows with RSTs): for tests only")
 	fs.DurationVar(&f.drain, "drain", 10*time.Second, "on SIGTERM/SIGINT, how long (`DURATION`) open flows may take to finish before they are reset")
 	f.opsFlags.register(fs, defaultMetrics)
@@ -206,8 +212,11 @@ func (f *engineFlags) check() error {
 	if !slices.Contains(spray.Names, f.scheduler) {
 		return usageErrorf("--scheduler %q: want one of %s", f.scheduler, strings.Join(spray.Names, ", "))
 	}
-	if len(f.paths) == 0 {
+	if len(f.paths) == 0 && !f.learn {
 		return usageErrorf("at least one --path is needed")
+	}
+	if _, err := raw.ParseEncap(f.encap); err != nil {
+		return usageErrorf("--encap: %w", err)
 	}
 	pr, err := parsePortRange(f.ports)
 	if err != nil {
@@ -240,19 +249,38 @@ type node struct {
 // f must have passed check.
 func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []raw.PortRange, acceptSYNData bool) (*node, error) {
 	pr := f.portRange
+	encap, err := raw.ParseEncap(f.encap)
+	if err != nil {
+		return nil, err
+	}
 	var lpaths []raw.PathConfig
 	var tpaths []tcp.PathConfig
 	for _, p := range f.paths {
+		if !p.relay.IsValid() {
+			return nil, fmt.Errorf("path dev=%s: relay= is required here", p.dev)
+		}
 		lpaths = append(lpaths, raw.PathConfig{Dev: p.dev, Local: p.local, Relay: p.relay})
 		tpaths = append(tpaths, tcp.PathConfig{Name: fmt.Sprintf("%s>%s", p.dev, p.relay), Weight: p.weight})
 	}
+	const learnSlots = 4
+	if f.learn {
+		for i := 0; i < learnSlots; i++ {
+			tpaths = append(tpaths, tcp.PathConfig{Name: fmt.Sprintf("learned%d", i), Weight: 1})
+		}
+	}
+	if !f.mssSet {
+		f.mss = pathMSS(f, encap)
+	}
 	ports := append([]raw.PortRange{pr}, extraPorts...)
 	link, err := raw.NewLink(raw.LinkConfig{
-		Paths:  lpaths,
-		Addr:   addr,
-		Ports:  ports,
-		Guard:  !f.noGuard,
-		Logger: log.Named("link"),
+		Paths:      lpaths,
+		Addr:       addr,
+		Ports:      ports,
+		Guard:      !f.noGuard,
+		Encap:      encap,
+		Learn:      f.learn,
+		LearnSlots: learnSlots,
+		Logger:     log.Named("link"),
 		// A deep ring: on a busy host the receive goroutine can miss a few milliseconds of
 		// CPU, and a full ring drops packets the engine then has to recover as losses.
 		RingBytes: 32 << 20,
@@ -281,6 +309,24 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 	n := &node{log: log, link: link, stack: stack, stop: cancel, done: make(chan error, 1)}
 	go func() { n.done <- link.Run(ctx, stack.Input) }()
 	return n, nil
+}
+
+// pathMSS is the MSS when --mss is not given: the smallest path MTU (each --path's
+// device; 1500 where unknown, and for a learning exit, whose clients announce theirs)
+// less the encapsulation, inner IPv4 and TCP headers. One MSS for the whole stack: the
+// engine does not size segments per path.
+func pathMSS(f *engineFlags, encap raw.Encap) int {
+	mtu := 1500
+	for i, p := range f.paths {
+		m := 1500
+		if ifi, err := net.InterfaceByName(p.dev); err == nil && ifi.MTU > 0 {
+			m = ifi.MTU
+		}
+		if i == 0 || m < mtu {
+			mtu = m
+		}
+	}
+	return max(encap.MSSFor(mtu), 536)
 }
 
 // close resets what is left and removes the guard.

@@ -67,6 +67,9 @@ func runRelay(args []string) error {
 	plain := fs.Bool("plain", false, "also forward plain (non-IPIP) IPv4 transit packets whose source and destination are in --allow-to, with the same impairments; for hosts with ip_forward=0 (the lab)")
 	impairFlag := fs.String("impair", "", "impairments for forwarded packets (`SPEC`, keys below), e.g. delay=30ms,jitter=5ms,loss=0.5%,dup=0.1%,reorder=1%,rate=10mbit,seed=7")
 	noGuard := fs.Bool("no-guard", false, "do not install the nftables guard (the kernel may then answer captured IPIP with ICMP)")
+	encapFlag := fs.String("encap", "ipip", "encapsulation `ipip|udp[:PORT]`: with udp (IPv4 in UDP to PORT, default 5555, Linux fou's format) the relay "+
+		"takes UDP to PORT as well as IPIP, its guard drops UDP to PORT for the kernel, and in reencap mode it sends UDP, returning each client's "+
+		"packets to the address and port that client's packets last came from (NAT)")
 	var ops opsFlags
 	ops.register(fs, defaultRelayMetrics)
 	if err := parseFlags(fs, args); err != nil {
@@ -99,7 +102,15 @@ func runRelay(args []string) error {
 			zap.Strings("devices", tun))
 	}
 
-	src, err := relay.NewRawSource(*plain)
+	encap, err := raw.ParseEncap(*encapFlag)
+	if err != nil {
+		return err
+	}
+	var udpPort uint16
+	if encap.Kind == raw.EncapUDP {
+		udpPort = encap.Port
+	}
+	src, err := relay.NewRawSourceEncap(*plain, udpPort)
 	if err != nil {
 		return capabilityHint(err)
 	}
@@ -117,7 +128,7 @@ func runRelay(args []string) error {
 
 	var guard *raw.Guard
 	if !*noGuard {
-		guard, err = relay.InstallGuard(from)
+		guard, err = relay.InstallGuardEncap(from, udpPort)
 		if err != nil {
 			return capabilityHint(err)
 		}
@@ -128,7 +139,7 @@ func runRelay(args []string) error {
 		}()
 	}
 
-	r, err := relay.New(relay.Config{From: from, To: to, Mode: mode, Plain: *plain, Impair: spec, Log: log}, src, sink)
+	r, err := relay.New(relay.Config{From: from, To: to, Mode: mode, Plain: *plain, Impair: spec, Log: log, UDPPort: udpPort}, src, sink)
 	if err != nil {
 		return err
 	}
