@@ -11,7 +11,7 @@ func TestParsePathWithoutRelay(t *testing.T) {
 	if err != nil || p.dev != "wan1" || p.relay.IsValid() {
 		t.Fatalf("parsePath(dev=wan1) = %+v, %v", p, err)
 	}
-	if _, err := parsePath("dev=wan1,relay=nope"); err == nil {
+	if _, err := parsePath("dev=wan1,relay=bad_name"); err == nil {
 		t.Fatal("bad relay accepted")
 	}
 }
