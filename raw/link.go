@@ -569,8 +569,8 @@ func (l *Link) countDecodeError(err error) {
 // countRx attributes a delivered packet to a path and returns the path's index (-1:
 // none of ours): for an encapsulated packet the path whose relay sent it and whose
 // device it came in by (two relay-less paths to the same exit differ only in the
-// device), else the first path whose relay sent it; for plain TCP the path of the
-// interface.
+// device), else the only path on that device, else the first path whose relay sent it;
+// for plain TCP the path of the interface.
 func (l *Link) countRx(info Info, ifindex, size int) int {
 	hit := func(i int) int {
 		p := l.paths[i]
@@ -585,6 +585,13 @@ func (l *Link) countRx(info Info, ifindex, size int) int {
 				return hit(i)
 			}
 		}
+		// From someone else's address (a learning exit answering straight to this uplink
+		// what came through a relay on it): the uplink it came in by, when exactly one
+		// path uses that device. Answers then leave by the same uplink and its relay, which
+		// teaches the exit where this path's packets come from.
+		if i := l.onlyPathOn(ifindex); i >= 0 {
+			return hit(i)
+		}
 	}
 	for i, p := range l.paths {
 		if (tun && p.cfg.Relay == info.OuterSrc) || (!tun && p.ifindex == ifindex && ifindex != 0) {
@@ -593,6 +600,21 @@ func (l *Link) countRx(info Info, ifindex, size int) int {
 	}
 	l.rxOther.Add(1)
 	return -1
+}
+
+// onlyPathOn returns the one path that leaves by the device ifindex (-1: none or
+// several).
+func (l *Link) onlyPathOn(ifindex int) int {
+	found := -1
+	for i, p := range l.paths {
+		if ifindex != 0 && p.ifindex == ifindex {
+			if found >= 0 {
+				return -1
+			}
+			found = i
+		}
+	}
+	return found
 }
 
 // learnRx (learning mode) reads the client's path from the inner IPv4 ID, lets the

@@ -113,8 +113,12 @@ func TestRealUplinks(t *testing.T) {
 			return
 		}
 		g := p.stall(rebound)
-		t.Logf("FIGURE uplinks rebinding: longest pause after ISP 1's address changed: %v (ending %v after it, at byte %d)",
-			g.d.Round(time.Millisecond), g.end.Sub(rebound).Round(time.Millisecond), g.from)
+		if g.d == 0 {
+			t.Logf("FIGURE uplinks rebinding: no pause longer than %v after ISP 1's address changed", minGap)
+		} else {
+			t.Logf("FIGURE uplinks rebinding: longest pause after ISP 1's address changed: %v (ending %v after it, at byte %d)",
+				g.d.Round(time.Millisecond), g.end.Sub(rebound).Round(time.Millisecond), g.from)
+		}
 		if g.d > time.Second {
 			t.Errorf("the download paused %v after the rebinding, want at most 1 s", g.d)
 		}
@@ -164,7 +168,7 @@ func TestRealUplinks(t *testing.T) {
 
 	// ISP 2 really drops IP protocol 4 (what makes --encap udp necessary there).
 	out, err := runIn(prefix+"-isp2", "nft", "list", "table", "ip", "filter")
-	if err != nil || !strings.Contains(out, "ip protocol 4") {
+	if err != nil || !strings.Contains(out, "ip protocol ipip") {
 		t.Errorf("isp2 filter: %v\n%s", err, out)
 	}
 }
