@@ -10,8 +10,8 @@ import (
 	"testing"
 )
 
-// Interrupt runs cmd, sends it SIGINT as soon as a line of its standard output starts
-// with marker (the command has reached the stage the test wants to interrupt), and waits
+// Interrupt runs cmd, sends it SIGINT as soon as a line of its standard output contains
+// marker (the command has reached the stage the test wants to interrupt), and waits
 // for it. It returns what the command printed and Wait's error; the test fails at once
 // if the marker never appeared.
 func Interrupt(t testing.TB, cmd *exec.Cmd, marker string) (stdout, stderr string, err error) {
@@ -30,7 +30,7 @@ func Interrupt(t testing.TB, cmd *exec.Cmd, marker string) (stdout, stderr strin
 	signalled := false
 	for sc.Scan() {
 		out.WriteString(sc.Text() + "\n")
-		if !signalled && strings.HasPrefix(sc.Text(), marker) {
+		if !signalled && strings.Contains(sc.Text(), marker) {
 			if serr := cmd.Process.Signal(syscall.SIGINT); serr != nil {
 				t.Fatal(serr)
 			}
@@ -41,7 +41,7 @@ func Interrupt(t testing.TB, cmd *exec.Cmd, marker string) (stdout, stderr strin
 	err = cmd.Wait()
 	t.Logf("output:\n%s\nstderr:\n%s", out.String(), errBuf.String())
 	if !signalled {
-		t.Fatalf("the command never printed a line starting with %q", marker)
+		t.Fatalf("the command never printed a line containing %q", marker)
 	}
 	return out.String(), errBuf.String(), err
 }
