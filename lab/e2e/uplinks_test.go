@@ -168,7 +168,8 @@ func TestRealUplinks(t *testing.T) {
 
 	// ISP 2 really drops IP protocol 4 (what makes --encap udp necessary there).
 	out, err := runIn(prefix+"-isp2", "nft", "list", "table", "ip", "filter")
-	if err != nil || !strings.Contains(out, "ip protocol ipip") {
+	// nft prints protocol 4 by its /etc/protocols name, "ipencap".
+	if err != nil || !strings.Contains(out, "ip protocol ipencap") || !strings.Contains(out, "drop") {
 		t.Errorf("isp2 filter: %v\n%s", err, out)
 	}
 }
