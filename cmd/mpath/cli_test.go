@@ -167,7 +167,7 @@ func TestConfigFile(t *testing.T) {
 		{"client", "direct\nmss=abc\n", "client.conf:2: mss: parse error"},
 		{"client", "direct\nmss\n", "client.conf:2: mss needs a value"},
 		{"client", "config other.conf\n", "client.conf:1: a configuration file cannot name another"},
-		{"exit", "listen 10.0.0.1:7000\npsk-file /x\npath dev=lo\n", "client.conf:3: path: path \"dev=lo\": relay= is required"},
+		{"exit", "listen 10.0.0.1:7000\npsk-file /x\npath relay=10.0.0.2\n", "client.conf:3: path: path \"relay=10.0.0.2\": dev= is required"},
 		{"relay", "allow 10.0.0.0/8\nmetrics 0.0.0.0:1\n", "add --metrics-public"},
 		{"relay", "allow 10.0.0.0/8\nmode sideways\n", "--mode"},
 	} {
