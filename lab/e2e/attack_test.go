@@ -264,7 +264,7 @@ func TestExitUnderAttack(t *testing.T) {
 	l, ap, exit, _, _ := tunnelLab(t, size)
 	want := ap.files["big.bin"]
 	pid := exit.cmd.Process.Pid
-	_, exitPathAddr, relayAddr := l.ExitPath(1) // the exit's x1 address, relay 1's
+	_, exitPathAddr, relayAddr := l.ExitPath(1)            // the exit's x1 address, relay 1's
 	capture := captureRequest(t, l.ExitNS(), "", exitPort) // the SYN takes whichever path the scheduler picks
 
 	get := func(what string) (time.Duration, procUsage, procUsage) {
