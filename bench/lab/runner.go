@@ -458,9 +458,6 @@ func median(runs []*Outcome) *Outcome {
 
 func (r *runner) progress(t *Table, c *Cell, run *Outcome) {
 	var b strings.Builder
-	if !r.sweep.Drawn() {
-		fmt.Fprintf(&b, "[%s] ", r.sweep.Status())
-	}
 	fmt.Fprintf(&b, "  %-8s %-34s %-18s", t.ID, cellName(t, c), run.System)
 	switch {
 	case run.Err != "":
@@ -496,7 +493,13 @@ func (r *runner) progress(t *Table, c *Cell, run *Outcome) {
 			fmt.Fprintf(&b, "  cpu %.2f s", cpu)
 		}
 	}
-	fmt.Fprintf(&b, "  load %.1f\n", run.Load1)
+	fmt.Fprintf(&b, "  load %.1f", run.Load1)
+	// Off a terminal the progress goes at the end of each line (lines keep starting with
+	// the table ID); on one the bar below them shows it.
+	if !r.sweep.Drawn() {
+		fmt.Fprintf(&b, "  [%s]", r.sweep.Status())
+	}
+	b.WriteString("\n")
 	r.printf("%s", b.String())
 }
 
