@@ -150,7 +150,9 @@ func TestMetricsContract(t *testing.T) {
 	client := scrape(t, regs["client"])
 	for _, want := range []string{`mpath_front_bytes_total{direction="up",front="socks",role="client"} 0`,
 		`mpath_front_connections_total{event="accepted",front="http",role="client"} 0`,
-		`mpath_flow_setup_seconds_bucket{le="0.025"} 1`, "mpath_path_delivered_ratio", "mpath_path_delivery_rate_bytes_per_second"} {
+		`mpath_flow_setup_seconds_bucket{le="0.025"} 1`, "mpath_path_delivered_ratio",
+		`mpath_reorder_hold_seconds_bucket{role="client",le="0.0001"} 0`, `mpath_reorder_hold_seconds_bucket{role="client",le="2"} 0`,
+		`mpath_reorder_hold_seconds_count{role="client"} 0`, "mpath_path_delivery_rate_bytes_per_second"} {
 		if !strings.Contains(client, want) {
 			t.Errorf("client metrics lack %s", want)
 		}
