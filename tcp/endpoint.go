@@ -822,6 +822,9 @@ func (e *endpoint) markLost(s *txSeg) int {
 func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 	data := seg.Payload
 	seq := seg.Seq
+	if path >= 0 && path < len(e.paths) {
+		e.paths[path].rxPayload += uint64(len(data))
+	}
 	// Trim what lies before rcv.nxt.
 	if seqnum.LT(seq, e.rcvNxt) {
 		skip := e.rcvNxt - seq

@@ -192,3 +192,30 @@ func TestAccessLog(t *testing.T) {
 		t.Errorf("log line %q %v", entries[0].Message, f)
 	}
 }
+
+// pathsConn is a net.Conn that reports per-path bytes as the engine's Conn does.
+type pathsConn struct {
+	net.Conn
+	paths []tcp.PathBytes
+}
+
+func (c pathsConn) Paths() []tcp.PathBytes { return c.paths }
+
+// TestAccessLogPaths: over an engine connection the access log names each path's share of
+// the bytes carried; a path that carried nothing is left out.
+func TestAccessLogPaths(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	a, b := net.Pipe()
+	defer b.Close()
+	pc := pathsConn{a, []tcp.PathBytes{{Name: "wan1", Sent: 500, Received: 120}, {Name: "wan2", Sent: 380, Received: 0}, {Name: "wan3"}}}
+	c := newLoggedConn(pc, zap.New(core), "example.org:80", time.Now())
+	c.Close()
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log lines", len(entries))
+	}
+	got, _ := entries[0].ContextMap()["paths"].([]any)
+	if len(got) != 2 || got[0] != "wan1:62%" || got[1] != "wan2:38%" {
+		t.Errorf("paths %v", entries[0].ContextMap()["paths"])
+	}
+}
