@@ -92,6 +92,7 @@ type Queue struct {
 	rpos    int
 
 	stats Stats
+	hold  func(hold time.Duration, segs int) // optional sink for hold times (SetHoldSink)
 }
 
 // New returns an empty queue that holds at most limit bytes. limit <= 0 makes a queue
@@ -365,8 +366,16 @@ func (q *Queue) Pop(dst []byte, next uint32, now time.Time) []byte {
 		st.HoldTotal += time.Duration(total)
 	}
 	st.HoldMax = max(st.HoldMax, time.Duration(nowNs-b.oldest))
+	if q.hold != nil && b.segs > 0 {
+		q.hold(time.Duration(max(int64(b.segs)*nowNs-b.sumAt, 0)/int64(b.segs)), b.segs)
+	}
 	return dst
 }
+
+// SetHoldSink makes Pop report each delivered block to f: the mean time its segments
+// were held and how many they were (the queue keeps the sum of a block's insert times,
+// not each one). f runs on the caller's goroutine inside Pop; nil removes the sink.
+func (q *Queue) SetHoldSink(f func(hold time.Duration, segs int)) { q.hold = f }
 
 // Blocks appends up to n SACK blocks to dst, the block containing the most recently
 // inserted segment first (RFC 2018 section 4), then the others.

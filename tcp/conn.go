@@ -32,6 +32,7 @@ type Conn struct {
 	closed      atomic.Bool
 	closeOnce   sync.Once
 	rdl, wdl    deadline
+	final       []PathBytes // set by the loop before done is closed
 }
 
 func newConn(s *Stack, l *loop, e *endpoint) *Conn {
@@ -269,3 +270,33 @@ func (ln *Listener) Addr() net.Addr {
 }
 
 var _ net.Listener = (*Listener)(nil)
+
+// PathBytes is one path's part in a connection.
+type PathBytes struct {
+	Name     string
+	Sent     uint64 // payload bytes sent on the path, retransmissions included
+	Received uint64 // payload bytes that arrived on the path, duplicates included
+}
+
+// Paths returns the connection's per-path byte counts, in the stack's path order. Safe
+// for concurrent use; while the connection lives it asks its loop (one round trip), after
+// it is gone it returns the final counts.
+func (c *Conn) Paths() []PathBytes {
+	ch := make(chan []PathBytes, 1)
+	c.l.command(loopCmd{kind: cmdPaths, c: c, paths: ch})
+	select {
+	case p := <-ch:
+		return p
+	case <-c.done:
+		return append([]PathBytes(nil), c.final...)
+	}
+}
+
+// pathBytes is the endpoint's per-path byte counts (loop-owned).
+func (e *endpoint) pathBytes() []PathBytes {
+	out := make([]PathBytes, len(e.paths))
+	for p := range e.paths {
+		out[p] = PathBytes{Name: e.cfg.paths[p].Name, Sent: e.paths[p].txBytes, Received: e.paths[p].rxPayload}
+	}
+	return out
+}

@@ -72,8 +72,9 @@ type epConfig struct {
 	keepAlive     time.Duration // 0: off
 	acceptSYNData bool
 	health        pathHealth
-	shares        []pathShare // per path, shared by the stack's connections; may be nil
-	budget        *memBudget  // the stack's memory budget; nil: unlimited
+	shares        []pathShare    // per path, shared by the stack's connections; may be nil
+	reorderHold   *HoldHistogram // stack-wide reorder hold times; may be nil
+	budget        *memBudget     // the stack's memory budget; nil: unlimited
 }
 
 // outSeg is a segment to send on a path. Payload slices point into the send buffer and
@@ -181,6 +182,9 @@ func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now ti
 		rq:          reorder.New(cfg.rcvLimit),
 		lastRecv:    now,
 		ackPathHint: -1,
+	}
+	if cfg.reorderHold != nil {
+		e.rq.SetHoldSink(cfg.reorderHold.Observe)
 	}
 	e.rcvShift = windowShift(cfg.rcvLimit)
 	e.tsOffset = iss * 2654435761 // per-connection offset (RFC 7323 section 5.4)
@@ -818,6 +822,9 @@ func (e *endpoint) markLost(s *txSeg) int {
 func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 	data := seg.Payload
 	seq := seg.Seq
+	if path >= 0 && path < len(e.paths) {
+		e.paths[path].rxPayload += uint64(len(data))
+	}
 	// Trim what lies before rcv.nxt.
 	if seqnum.LT(seq, e.rcvNxt) {
 		skip := e.rcvNxt - seq

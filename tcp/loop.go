@@ -21,6 +21,7 @@ const (
 	cmdAbort                 // reset the connection (Dial cancelled, deadline policy)
 	cmdStats                 // fill in a snapshot
 	cmdHealth                // path health changed: every endpoint re-syncs (and may give up)
+	cmdPaths                 // send c's per-path byte counts on paths
 )
 
 type loopCmd struct {
@@ -28,6 +29,7 @@ type loopCmd struct {
 	c       *Conn
 	synData bool
 	stats   *statsReq
+	paths   chan []PathBytes // cmdPaths: capacity 1
 }
 
 // loop is one event loop: it owns a shard of the stack's endpoints. Other goroutines
@@ -229,6 +231,9 @@ func (l *loop) handleCmd(now time.Time, cmd *loopCmd) {
 	case cmdStats:
 		l.fillStats(cmd.stats)
 		return
+	case cmdPaths:
+		cmd.paths <- c.e.pathBytes()
+		return
 	case cmdHealth:
 		for e := range l.conns {
 			if !e.done {
@@ -419,6 +424,7 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 			delete(l.eps, k)
 			l.s.releaseTuple(t)
 		}
+		c.final = e.pathBytes()
 		c.finished(e.err)
 		return
 	}
@@ -468,6 +474,7 @@ func (l *loop) shutdown() {
 				close(c.established)
 			}
 		}
+		c.final = e.pathBytes()
 		c.finished(ErrAborted)
 	}
 	for p := range l.batches {

@@ -130,6 +130,7 @@ type pathState struct {
 	lostPackets          uint64
 	deliveredPackets     uint64
 	spurious             uint64
+	rxPayload            uint64 // payload bytes that arrived on the path (duplicates included)
 }
 
 func (p *pathState) init(v *spray.Path, mss int, rttHint time.Duration, sh *pathShare) {

@@ -228,6 +228,7 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
 		shares:        make([]pathShare, len(cfg.Paths)),
+		reorderHold:   new(HoldHistogram),
 		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))

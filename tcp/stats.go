@@ -38,6 +38,7 @@ type Stats struct {
 	ReorderHeldBytes int
 	ReorderMem       int // bytes of reorder pages held (what the held bytes cost)
 	ReorderHoldMax   time.Duration
+	ReorderHold      HoldSnapshot // hold times of every segment delivered from a reorder queue
 	DropsNotOurs     uint64
 	DropsNoConn      uint64
 	DropsBacklog     uint64
@@ -105,6 +106,7 @@ func (s *Stack) Stats() Stats {
 	st.MemoryBudget = s.cfg.MemoryBudget
 	st.DropsRSTLimit = s.drops.rstLimit.Load()
 	st.DropsProbe = s.drops.probeBad.Load()
+	st.ReorderHold = s.ep.reorderHold.Snapshot()
 	return st
 }
 

@@ -51,6 +51,7 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_engine_memory_bytes", "bytes counted against the engine's memory budget (buffers of all flows, input queues)"},
 	{"mpath_engine_memory_budget_bytes", "the engine's memory budget (--mem-budget)"},
 	{"mpath_reorder_hold_max_seconds", "longest time a live connection held a segment out of order"},
+	{"mpath_reorder_hold_seconds", "how long segments were held out of order before delivery (mean of each delivered run)"},
 	{"mpath_engine_drops_total", "segments the engine dropped, by reason"},
 	{"mpath_link_drops_total", "packets the raw link dropped, by reason"},
 	{"mpath_front_connections_total", "proxy front connections, by front and event (accepted, over_limit, handshake_failed, auth_failed, dial_failed, relayed)"},
@@ -152,6 +153,11 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("mpath_engine_memory_bytes", float64(st.MemoryUsed))
 	gauge("mpath_engine_memory_budget_bytes", float64(st.MemoryBudget))
 	gauge("mpath_reorder_hold_max_seconds", st.ReorderHoldMax.Seconds())
+	hold := make(map[float64]uint64, len(tcp.HoldBuckets))
+	for i, ub := range tcp.HoldBuckets {
+		hold[ub.Seconds()] = st.ReorderHold.Buckets[i]
+	}
+	ch <- prometheus.MustNewConstHistogram(c.descs["mpath_reorder_hold_seconds"], st.ReorderHold.Count, st.ReorderHold.Sum.Seconds(), hold)
 	counter("mpath_engine_drops_total", float64(st.DropsNotOurs), "not_ours")
 	counter("mpath_engine_drops_total", float64(st.DropsNoConn), "no_connection")
 	counter("mpath_engine_drops_total", float64(st.DropsBacklog), "backlog_full")

@@ -150,7 +150,9 @@ func TestMetricsContract(t *testing.T) {
 	client := scrape(t, regs["client"])
 	for _, want := range []string{`mpath_front_bytes_total{direction="up",front="socks",role="client"} 0`,
 		`mpath_front_connections_total{event="accepted",front="http",role="client"} 0`,
-		`mpath_flow_setup_seconds_bucket{le="0.025"} 1`, "mpath_path_delivered_ratio", "mpath_path_delivery_rate_bytes_per_second"} {
+		`mpath_flow_setup_seconds_bucket{le="0.025"} 1`, "mpath_path_delivered_ratio",
+		`mpath_reorder_hold_seconds_bucket{role="client",le="0.0001"} 0`, `mpath_reorder_hold_seconds_bucket{role="client",le="2"} 0`,
+		`mpath_reorder_hold_seconds_count{role="client"} 0`, "mpath_path_delivery_rate_bytes_per_second"} {
 		if !strings.Contains(client, want) {
 			t.Errorf("client metrics lack %s", want)
 		}
@@ -188,5 +190,32 @@ func TestAccessLog(t *testing.T) {
 	f := entries[0].ContextMap()
 	if entries[0].Message != "connection" || f["target"] != "example.org:80" || f["bytes_up"] != int64(5) || f["bytes_down"] != int64(10) {
 		t.Errorf("log line %q %v", entries[0].Message, f)
+	}
+}
+
+// pathsConn is a net.Conn that reports per-path bytes as the engine's Conn does.
+type pathsConn struct {
+	net.Conn
+	paths []tcp.PathBytes
+}
+
+func (c pathsConn) Paths() []tcp.PathBytes { return c.paths }
+
+// TestAccessLogPaths: over an engine connection the access log names each path's share of
+// the bytes carried; a path that carried nothing is left out.
+func TestAccessLogPaths(t *testing.T) {
+	core, logs := observer.New(zap.InfoLevel)
+	a, b := net.Pipe()
+	defer b.Close()
+	pc := pathsConn{a, []tcp.PathBytes{{Name: "wan1", Sent: 500, Received: 120}, {Name: "wan2", Sent: 380, Received: 0}, {Name: "wan3"}}}
+	c := newLoggedConn(pc, zap.New(core), "example.org:80", time.Now())
+	c.Close()
+	entries := logs.All()
+	if len(entries) != 1 {
+		t.Fatalf("%d log lines", len(entries))
+	}
+	got, _ := entries[0].ContextMap()["paths"].([]any)
+	if len(got) != 2 || got[0] != "wan1:62%" || got[1] != "wan2:38%" {
+		t.Errorf("paths %v", entries[0].ContextMap()["paths"])
 	}
 }

@@ -27,6 +27,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"mpath/socks"
+	"mpath/tcp"
 )
 
 // Default metrics endpoints: loopback, one port per role so that the roles can share a
@@ -298,13 +299,34 @@ func (c *loggedConn) CloseWrite() error {
 func (c *loggedConn) Close() error {
 	err := c.Conn.Close()
 	c.once.Do(func() {
-		c.log.Info("connection",
+		fields := []zap.Field{
 			zap.String("target", c.target),
 			zap.Int64("bytes_up", c.up.Load()),
 			zap.Int64("bytes_down", c.down.Load()),
-			zap.Duration("duration", time.Since(c.start)))
+			zap.Duration("duration", time.Since(c.start)),
+		}
+		if pc, ok := c.Conn.(interface{ Paths() []tcp.PathBytes }); ok {
+			fields = append(fields, zap.Strings("paths", pathShares(pc.Paths())))
+		}
+		c.log.Info("connection", fields...)
 	})
 	return err
+}
+
+// pathShares formats each path's share of the payload bytes a connection carried (sent
+// plus received) as "name:NN%", the paths that carried nothing left out.
+func pathShares(paths []tcp.PathBytes) []string {
+	var total uint64
+	for _, p := range paths {
+		total += p.Sent + p.Received
+	}
+	out := []string{}
+	for _, p := range paths {
+		if n := p.Sent + p.Received; n > 0 {
+			out = append(out, fmt.Sprintf("%s:%.0f%%", p.Name, 100*float64(n)/float64(total)))
+		}
+	}
+	return out
 }
 
 // setupHistogram is the flow setup time histogram of a role.
