@@ -200,7 +200,7 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 	if log == nil {
 		log = zap.NewNop()
 	}
-	l := &Link{cfg: cfg, log: log.Named("raw.link")}
+	l := &Link{cfg: cfg, log: log}
 	if cfg.Learn {
 		l.ret = newReturnTable(cfg.LearnSlots)
 	}
