@@ -5,8 +5,11 @@
 # do), so IPIP cannot cross it and UDP encapsulation must. The uplinks are the only rate
 # limits. lab/e2e TestRealUplinks runs mpath here.
 #
-#   lab/uplinks.sh up PREFIX RATE1 RATE2 [CLIENTS]   (tc tbf syntax: 10mbit; CLIENTS
-#                                          clients, default 1, each with its own two ISPs)
+#   lab/uplinks.sh up PREFIX RATE[,RATE...] [CLIENTS [DROP4]]
+#                                          one uplink per RATE (tc tbf syntax: 10mbit);
+#                                          CLIENTS clients (default 1), each with its own
+#                                          ISPs; the ISP of uplink DROP4 drops IP protocol
+#                                          4 (default 2; 0: none does)
 #   lab/uplinks.sh rebind PREFIX           ISP 1's public address changes 100.64.1.2 -> .3
 #                                          (its NAT mappings die with the old address)
 #   lab/uplinks.sh down PREFIX
@@ -16,18 +19,25 @@
 #   PREFIX-core c1 100.64.1.1/24, c2 100.64.2.1/24, cx 100.64.9.1/24
 #   PREFIX-exit eth 100.64.9.2/24 (mpath exit and the servers)
 #   PREFIX-rly  eth 100.64.8.2/24 (a host for a relay, behind the core router)
-#   client k > 1: PREFIX-cli<k>, wan1/wan2 192.168.<2k-1>/<2k>.2 behind PREFIX-isp<2k-1>/<2k>
+#   uplink w of client k (W uplinks each): wan<w> 192.168.<i>.2 behind PREFIX-isp<i>,
+#   i = (k-1)*W + w (at most 7 ISPs); client k > 1 is PREFIX-cli<k>
 #
-# The client has one default route per uplink (metrics 1 and 2): mpath binds each path's
-# socket to its device, and the kernel picks that device's route.
+# The client has one default route per uplink (metrics 1, 2, ...): mpath binds each
+# path's socket to its device, and the kernel picks that device's route. Kernel MPTCP
+# (mpath bench --lab uplinks) binds its subflows to source addresses instead, so each
+# uplink's address also has a policy route (table 10+w) out of its own uplink.
 set -euo pipefail
 
 die() { echo "uplinks.sh: $*" >&2; exit 2; }
 
 up() {
-	local p=$1 r1=$2 r2=$3 clients=${4:-1}
+	local p=$1 rates=$2 clients=${3:-1} drop4=${4:-2}
+	local -a rate
+	IFS=, read -r -a rate <<<"$rates"
+	local nw=${#rate[@]}
+	[ $((nw * clients)) -le 7 ] || die "at most 7 ISPs (uplinks x clients)"
 	trap 'down "$p"' ERR
-	local ns k i
+	local ns k i w
 	for ns in core exit rly; do
 		ip netns add "$p-$ns"
 		ip -n "$p-$ns" link set lo up
@@ -36,8 +46,8 @@ up() {
 		ns=$(cli "$p" "$k")
 		ip netns add "$ns"
 		ip -n "$ns" link set lo up
-		for w in 1 2; do
-			i=$((2 * k - 2 + w)) # ISP i serves client k's uplink w
+		for w in $(seq 1 "$nw"); do
+			i=$(((k - 1) * nw + w)) # ISP i serves client k's uplink w
 			ip netns add "$p-isp$i"
 			ip -n "$p-isp$i" link set lo up
 			ip link add "wan$w" netns "$ns" type veth peer name lan netns "$p-isp$i"
@@ -45,6 +55,8 @@ up() {
 			ip -n "$ns" addr add "192.168.$i.2/24" dev "wan$w"
 			ip -n "$ns" link set "wan$w" up
 			ip -n "$ns" route add default via "192.168.$i.1" dev "wan$w" metric "$w"
+			ip -n "$ns" route add default via "192.168.$i.1" dev "wan$w" table $((10 + w))
+			ip -n "$ns" rule add from "192.168.$i.2" table $((10 + w))
 			ip -n "$p-isp$i" addr add "192.168.$i.1/24" dev lan
 			ip -n "$p-isp$i" addr add "100.64.$i.2/24" dev pub
 			ip -n "$p-isp$i" link set lan up
@@ -56,16 +68,14 @@ up() {
 			ip netns exec "$p-isp$i" nft add table ip nat
 			ip netns exec "$p-isp$i" nft add chain ip nat ispnat '{ type nat hook postrouting priority srcnat; }'
 			ip netns exec "$p-isp$i" nft add rule ip nat ispnat oifname pub masquerade
-			if [ "$w" = 2 ]; then # the second uplink's ISP drops IP protocol 4
+			if [ "$w" = "$drop4" ]; then # this uplink's ISP drops IP protocol 4
 				ip netns exec "$p-isp$i" nft add table ip filter
 				ip netns exec "$p-isp$i" nft add chain ip filter ispfw '{ type filter hook forward priority filter; }'
 				ip netns exec "$p-isp$i" nft add rule ip filter ispfw ip protocol 4 counter drop
 			fi
 			# The uplinks are the bottlenecks: upload on the client's side, download on the ISP's.
-			local rate=$r1
-			[ "$w" = 2 ] && rate=$r2
-			tc -n "$ns" qdisc add dev "wan$w" root tbf rate "$rate" burst 32kb latency 100ms
-			tc -n "$p-isp$i" qdisc add dev lan root tbf rate "$rate" burst 32kb latency 100ms
+			tc -n "$ns" qdisc add dev "wan$w" root tbf rate "${rate[w - 1]}" burst 32kb latency 100ms
+			tc -n "$p-isp$i" qdisc add dev lan root tbf rate "${rate[w - 1]}" burst 32kb latency 100ms
 		done
 	done
 	ip link add eth netns "$p-exit" type veth peer name cx netns "$p-core"
@@ -82,7 +92,7 @@ up() {
 	ip -n "$p-rly" link set eth up
 	ip -n "$p-rly" route add default via 100.64.8.1
 	trap - ERR
-	echo "uplinks.sh: up: $clients client(s) $p-cli.. with two NATed uplinks each, exit $p-exit 100.64.9.2"
+	echo "uplinks.sh: up: $clients client(s) $p-cli.. with $nw NATed uplinks each, exit $p-exit 100.64.9.2"
 }
 
 # cli names client k's namespace: PREFIX-cli, PREFIX-cli2, ...
@@ -111,8 +121,8 @@ down() {
 }
 
 case "${1:-}" in
-up) [ $# -eq 4 ] || [ $# -eq 5 ] || die "usage: $0 up PREFIX RATE1 RATE2 [CLIENTS]"; shift; up "$@" ;;
+up) [ $# -ge 3 ] && [ $# -le 5 ] || die "usage: $0 up PREFIX RATE[,RATE...] [CLIENTS [DROP4]]"; shift; up "$@" ;;
 rebind) [ $# -eq 2 ] || die "usage: $0 rebind PREFIX"; rebind "$2" ;;
 down) [ $# -eq 2 ] || die "usage: $0 down PREFIX"; down "$2" ;;
-*) die "usage: $0 up PREFIX RATE1 RATE2 [CLIENTS] | rebind PREFIX | down PREFIX" ;;
+*) die "usage: $0 up PREFIX RATE[,RATE...] [CLIENTS [DROP4]] | rebind PREFIX | down PREFIX" ;;
 esac

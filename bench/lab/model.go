@@ -40,6 +40,7 @@ type Measure struct {
 	RecvWindow int    // mpath: --recv-window in bytes (0: default)
 	Direct     bool   // mpath: client in direct mode (no exit)
 	Upload     bool   // client -> server instead of a download
+	Encap      string // mpath: --encap of both nodes ("": the default, ipip)
 	Path       int    // kernel TCP: the path (from 1) whose address curl binds
 	CPU        bool   // account the CPU time of every process involved
 }
@@ -47,7 +48,7 @@ type Measure struct {
 // nodesKey identifies the mpath node configuration a measure needs: the same key means
 // the running nodes can be reused.
 func (m Measure) nodesKey(nodes int) string {
-	return fmt.Sprintf("n=%d s=%s w=%v rw=%d d=%v", nodes, m.Scheduler, m.Weights, m.RecvWindow, m.Direct)
+	return fmt.Sprintf("n=%d s=%s w=%v rw=%d d=%v e=%s", nodes, m.Scheduler, m.Weights, m.RecvWindow, m.Direct, m.Encap)
 }
 
 // Topo is what a lab must be rebuilt for: the number of paths and the relays'
@@ -59,9 +60,16 @@ type Topo struct {
 	// Queue is the bottleneck (tbf) queue of every rate-limited path as time at its rate
 	// (0: the runner's default, 100 ms at the rate and at least 32 KB).
 	Queue time.Duration
+	// NAT selects the NATed-uplinks topology (lab/uplinks.sh, the uplinks scenario)
+	// instead of relays: Paths uplinks, each behind its own masquerading ISP router.
+	NAT bool
+	// Drop4 is the uplink (from 1) whose ISP drops IP protocol 4 (NAT only; 0: none).
+	Drop4 int
 }
 
-func (t Topo) key() string { return fmt.Sprintf("%d %v %v %v", t.Paths, t.Delay, t.Loss, t.Queue) }
+func (t Topo) key() string {
+	return fmt.Sprintf("%d %v %v %v nat=%v/%d", t.Paths, t.Delay, t.Loss, t.Queue, t.NAT, t.Drop4)
+}
 
 func (t Topo) delay(i int) time.Duration {
 	if i < len(t.Delay) {

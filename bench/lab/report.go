@@ -341,6 +341,8 @@ func findings(t *Table) []string {
 		}
 	case "fast", "fast-unlimited":
 		out = append(out, fastFindings(t)...)
+	case "uplinks":
+		out = append(out, uplinksFindings(t)...)
 	case "ttfb":
 		for _, c := range t.Cells {
 			m, d := c.Runs[sysTTFBMpath], c.Runs[sysTTFBDir]

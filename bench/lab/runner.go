@@ -169,8 +169,9 @@ type runner struct {
 	srv      *servers
 	nodes    *lab.Nodes
 	nodesKey string
-	rates    []int64 // current tbf rate per lab path, bytes/s; 0 none; -1 unknown
-	endpts   int     // MPTCP endpoints configured for paths 2..endpts; -1 unknown
+	rates    []int64    // current tbf rate per lab path, bytes/s; 0 none; -1 unknown
+	endpts   int        // MPTCP endpoints configured for paths 2..endpts; -1 unknown
+	up       *uplinkLab // the NATed-uplinks topology, when the current cell uses it
 
 	cache map[string]*Outcome
 	where map[string]string // cache key -> the cell that measured it
@@ -510,6 +511,9 @@ func (r *runner) measureOnce(ctx context.Context, c *Cell, m Measure) (*Outcome,
 		run.Err = err.Error()
 		return run, err
 	}
+	if c.topo.NAT {
+		return r.measureUplinks(ctx, c, m)
+	}
 	if err := r.ensureTopo(ctx, c.topo); err != nil {
 		return fail(err)
 	}
@@ -560,7 +564,7 @@ func (r *runner) ensureTopo(ctx context.Context, topo Topo) error {
 	if r.apache, err = lab.StartApache(ctx, l.ExitNS(), l.ExitAddr(), 80, r.docroot); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
-	if r.srv, err = startServers(l, r.docroot); err != nil {
+	if r.srv, err = startServers(l.ExitNS(), l.ExitAddr(), r.docroot); err != nil {
 		return fmt.Errorf("lab: %w", err)
 	}
 	for _, ns := range []string{l.ClientNS(), l.ExitNS()} {
@@ -631,6 +635,7 @@ func (r *runner) closeLab() {
 		}
 		r.lab, r.topoKey = nil, ""
 	}
+	r.closeUplinks()
 }
 
 // close tears everything down and removes the temporary directories.

@@ -34,6 +34,7 @@ var scenarios = []scenario{
 	{"proxy", "the proxy issue's figures: aggregate through the SOCKS front vs MPTCP vs best single path; time to first byte", buildProxy},
 	{"transport", "the transport issue's figures: direct mode download and upload; engine vs kernel TCP on an unlimited path, CPU per GB", buildTransport},
 	{"fast", "the speed issue's figures: 4 x 500 Mbit/s and one unlimited path, mpath vs kernel MPTCP vs kernel TCP, CPU s/GB per process role", buildFast},
+	{"uplinks", "the real-uplinks issue's figures: 2 and 3 x 10 Mbit/s uplinks each behind a masquerading ISP router, relay-less mpath (udp/ipip) vs kernel MPTCP vs the best single uplink, download and upload", buildUplinks},
 }
 
 // ScenarioNames lists the scenario names in the order "all" runs them.

@@ -68,7 +68,7 @@ func TestTableShapes(t *testing.T) {
 	m := tablesOf(t, false, "all")
 	want := map[string]int{"4.4/4.6": 7, "4.8": 35, "4.12": 49, "4.14": 42, "4.20": 49, "4.22": 42, "4.24": 49,
 		"4.24x3": 21, "rtt": 4, "rtt-queue": 12, "loss": 4, "proxy": 3, "ttfb": 1, "direct": 2, "unlimited": 1,
-		"fast": 1, "fast-unlimited": 1}
+		"fast": 1, "fast-unlimited": 1, "uplinks": 6}
 	for id, n := range want {
 		tb := m[id]
 		if tb == nil {
@@ -128,6 +128,19 @@ func TestTableShapes(t *testing.T) {
 	if c := m["rtt-queue"].cell("10 / 300 ms, path 2 loses 30%", "short queue (5 ms)"); c.topo.delay(1) != 150*time.Millisecond ||
 		c.topo.loss(1) != 0.3 || c.topo.loss(0) != 0 || c.topo.Queue != 5*time.Millisecond {
 		t.Errorf("rtt-queue 10/300 30%%, short queue: topo %+v", c.topo)
+	}
+	// Uplinks: the NAT topology, ISP 2 dropping protocol 4 where mpath uses udp, and
+	// the upload rows measure uploads with every system.
+	for _, c := range m["uplinks"].Cells {
+		mp := c.measures[0]
+		if !c.topo.NAT || (mp.Encap == "udp") != (c.topo.Drop4 == 2) || c.Sum != int64(c.Nodes)*mbit10 {
+			t.Errorf("uplinks %s: topo %+v, encap %q, sum %d", c.Row, c.topo, mp.Encap, c.Sum)
+		}
+		for _, ms := range c.measures {
+			if ms.Upload != strings.HasSuffix(c.Row, "upload") {
+				t.Errorf("uplinks %s: %s upload=%v", c.Row, ms.System, ms.Upload)
+			}
+		}
 	}
 	if c := m["rtt-queue"].cell("10 / 600 ms", "long queue (200 ms)"); c.topo.delay(1) != 300*time.Millisecond || c.topo.Queue != 200*time.Millisecond {
 		t.Errorf("rtt-queue 10/600, long queue: topo %+v", c.topo)

@@ -22,6 +22,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -147,23 +148,24 @@ type sinkState struct {
 	done     bool
 }
 
-func startServers(l *lab.Lab, docroot string) (*servers, error) {
+// startServers starts the servers in namespace ns on addr.
+func startServers(ns string, addr netip.Addr, docroot string) (*servers, error) {
 	s := &servers{docroot: docroot}
-	err := lab.Do(l.ExitNS(), func() error {
+	err := lab.Do(ns, func() error {
 		var lc net.ListenConfig
 		lc.SetMultipathTCP(true)
 		var err error
-		if s.mptcpLn, err = lc.Listen(context.Background(), "tcp4", fmt.Sprintf("%s:%d", l.ExitAddr(), mptcpPort)); err != nil {
+		if s.mptcpLn, err = lc.Listen(context.Background(), "tcp4", fmt.Sprintf("%s:%d", addr, mptcpPort)); err != nil {
 			return err
 		}
-		s.sinkLn, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", l.ExitAddr(), sinkPort))
+		s.sinkLn, err = net.Listen("tcp4", fmt.Sprintf("%s:%d", addr, sinkPort))
 		return err
 	})
 	if err != nil {
 		if s.mptcpLn != nil {
 			s.mptcpLn.Close()
 		}
-		return nil, fmt.Errorf("servers in %s: %w", l.ExitNS(), err)
+		return nil, fmt.Errorf("servers in %s: %w", ns, err)
 	}
 	files := http.FileServer(http.Dir(docroot))
 	mux := http.NewServeMux()
@@ -257,7 +259,7 @@ const curlMarker = "mpath-bench-curl"
 // to body, for at most limit. A transfer cut by the limit is not an error (curl's exit
 // code 28): the caller measures what arrived.
 func (r *runner) curl(ctx context.Context, mp bool, limit time.Duration, body io.Writer, args ...string) (curlResult, *syscall.Rusage, error) {
-	cargs := []string{"netns", "exec", r.lab.ClientNS()}
+	cargs := []string{"netns", "exec", r.clientNS()}
 	if mp {
 		cargs = append(cargs, "mptcpize", "run")
 	}
@@ -308,19 +310,17 @@ func (r *runner) transfer(ctx context.Context, c *Cell, m Measure) (*Outcome, er
 		return fail(err)
 	}
 	run.Size = f.size
-	exit := r.lab.ExitAddr().String()
+	exit := r.exitAddr()
 	var args []string
 	mp := false
 	switch m.Kind {
 	case kindMpath:
 		args = []string{"--socks5-hostname", lab.ClientSOCKS}
 	case kindMPTCP:
-		_, a, _ := r.lab.ClientPath(1)
-		args = []string{"--interface", a.String()}
+		args = []string{"--interface", r.pathAddr(1)}
 		mp = true
 	case kindKernel:
-		_, a, _ := r.lab.ClientPath(m.Path)
-		args = []string{"--interface", a.String()}
+		args = []string{"--interface", r.pathAddr(m.Path)}
 	}
 	switch {
 	case m.Upload && m.Kind == kindMPTCP:
@@ -467,6 +467,9 @@ func (r *runner) waitQuiet(ctx context.Context) time.Duration {
 // relayBytes reads every relay's forwarded byte counter (all modes, both directions).
 // A relay that does not answer gives nil.
 func (r *runner) relayBytes(ctx context.Context) []uint64 {
+	if r.up != nil {
+		return r.up.uplinkBytes(ctx)
+	}
 	out := make([]uint64, r.lab.N())
 	for i := 1; i <= r.lab.N(); i++ {
 		v, err := relayForwarded(ctx, r.lab, i)

@@ -43,7 +43,7 @@ func TestRealUplinks(t *testing.T) {
 	prefix := "up" + strings.TrimPrefix(p, "lt")
 	script := uplinksScript(t)
 	t.Cleanup(func() { mustRun(t, "bash", script, "down", prefix) })
-	mustRun(t, "bash", script, "up", prefix, "10mbit", "10mbit", "2")
+	mustRun(t, "bash", script, "up", prefix, "10mbit,10mbit", "2")
 	cli, exitNS := prefix+"-cli", prefix+"-exit"
 	sum := 2 * upUplink
 
