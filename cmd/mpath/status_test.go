@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // fakeExitMetrics serves exit metrics for two paths whose tx counters grow by 1 MB per
@@ -31,8 +32,17 @@ func fakeExitMetrics(scrapes *atomic.Int64) http.Handler {
 		fmt.Fprintf(w, "# TYPE mpath_exit_connections_total counter\nmpath_exit_connections_total{event=\"relayed\",role=\"exit\"} 12\n")
 		fmt.Fprintf(w, "# TYPE mpath_exit_refused_total counter\nmpath_exit_refused_total{reason=\"bad_mac\",role=\"exit\"} 2\n")
 		fmt.Fprintf(w, "# TYPE mpath_flows gauge\nmpath_flows{role=\"exit\"} 5\n")
+		// A learning exit: two paths of one client that share the exit's address (two
+		// relay-less uplinks), told apart by path index and endpoint.
+		fmt.Fprintf(w, "# TYPE mpath_link_learned_endpoint_changed_seconds gauge\n")
+		fmt.Fprintf(w, "mpath_link_learned_endpoint_changed_seconds{client=\"192.168.1.2\",endpoint=\"100.64.2.2:5555\",path=\"1\",role=\"exit\"} %d\n", learnedAt)
+		fmt.Fprintf(w, "mpath_link_learned_endpoint_changed_seconds{client=\"192.168.1.2\",endpoint=\"100.64.1.3:5555\",path=\"0\",role=\"exit\"} %d.5\n", learnedAt+60)
+		fmt.Fprintf(w, "# TYPE mpath_link_endpoint_moves_total counter\nmpath_link_endpoint_moves_total{role=\"exit\"} 1\n")
 	})
 }
+
+// learnedAt is when the fake exit's path 2 endpoint was learned (unix seconds).
+const learnedAt = 1796400000
 
 func TestStatusOnce(t *testing.T) {
 	var scrapes atomic.Int64
@@ -45,13 +55,19 @@ func TestStatusOnce(t *testing.T) {
 	s := out.String()
 	t.Log("\n" + s)
 	for _, want := range []string{"mpath exit at ", "1 x1>10.77.101.2", "2 x2>10.77.102.2", "DOWN", "1.0M/0",
-		"500.0k/0", "23.4 ms", "131.7 ms", "41", "flows 5", "relayed 12", "refused bad_mac=2"} {
+		"500.0k/0", "23.4 ms", "131.7 ms", "41", "flows 5", "relayed 12", "refused bad_mac=2",
+		"learned return endpoints (1 moves)", time.Unix(learnedAt, 0).Format("15:04:05"), time.Unix(learnedAt+60, 0).Format("15:04:05")} {
 		if !strings.Contains(s, want) {
 			t.Errorf("output lacks %q", want)
 		}
 	}
 	if scrapes.Load() != 1 {
 		t.Errorf("%d scrapes, want 1", scrapes.Load())
+	}
+	// One line per client path, in path order, each with its own endpoint.
+	i1, i2 := strings.Index(s, "192.168.1.2     1  100.64.1.3:5555"), strings.Index(s, "192.168.1.2     2  100.64.2.2:5555")
+	if i1 < 0 || i2 < i1 {
+		t.Errorf("learned endpoints not one line per path in path order")
 	}
 }
 

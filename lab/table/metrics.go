@@ -74,6 +74,19 @@ type Snapshot struct {
 	ExitRefused      map[string]uint64            // reason -> count (exit only)
 	ExitActive       int
 	HasExit          bool // the node reported exit counters
+	// Learned are a learning exit's return endpoints (client, path) in that order;
+	// EndpointMoves counts the times one changed.
+	Learned       []Learned
+	EndpointMoves uint64
+}
+
+// Learned is one client path's return endpoint at a learning exit: where that path's
+// packets last came from, and when that last changed.
+type Learned struct {
+	Client   string // the client's inner address
+	Path     int    // the client's path index (from 0)
+	Endpoint string // address:port (port 0 with IPIP)
+	Changed  time.Time
 }
 
 // Fetch scrapes http://addr/metrics (addr may also be a full http:// URL) with c (nil:
@@ -179,6 +192,16 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 			case "mpath_exit_active":
 				s.ExitActive = int(v)
 				s.HasExit = true
+			case "mpath_link_learned_endpoint_changed_seconds":
+				idx, err := strconv.Atoi(label(m, "path"))
+				if err != nil {
+					continue
+				}
+				sec, frac := math.Modf(v)
+				s.Learned = append(s.Learned, Learned{Client: label(m, "client"), Path: idx, Endpoint: label(m, "endpoint"),
+					Changed: time.Unix(int64(sec), int64(frac*1e9))})
+			case "mpath_link_endpoint_moves_total":
+				s.EndpointMoves = count(v)
 			}
 		}
 	}
@@ -189,6 +212,13 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 		s.Paths = append(s.Paths, *p)
 	}
 	sort.Slice(s.Paths, func(i, j int) bool { return s.Paths[i].Index < s.Paths[j].Index })
+	sort.Slice(s.Learned, func(i, j int) bool {
+		a, b := s.Learned[i], s.Learned[j]
+		if a.Client != b.Client {
+			return a.Client < b.Client
+		}
+		return a.Path < b.Path
+	})
 	return s, nil
 }
 

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -185,6 +186,15 @@ func NodeLines(w io.Writer, s *Snapshot) {
 		fmt.Fprintf(w, "exit: active %d, accepted %d, relayed %d, to targets %s, from targets %s, over limit %d, refused %s\n",
 			s.ExitActive, s.Exit["accepted"], s.Exit["relayed"], Bytes(s.Exit["bytes_to_target"]),
 			Bytes(s.Exit["bytes_from_target"]), s.Exit["over_limit"], reasons(s.ExitRefused))
+	}
+	if len(s.Learned) > 0 {
+		fmt.Fprintf(w, "learned return endpoints (%d moves):\n", s.EndpointMoves)
+		lt := &Table{Header: []string{"client", "path", "returns to", "changed"}, Align: "lrll", Indent: "  "}
+		for _, l := range s.Learned {
+			ago := s.Time.Sub(l.Changed).Round(time.Second)
+			lt.Add(l.Client, strconv.Itoa(l.Path+1), l.Endpoint, fmt.Sprintf("%s (%v ago)", l.Changed.Format("15:04:05"), max(ago, 0)))
+		}
+		lt.Render(w)
 	}
 }
 
