@@ -582,7 +582,16 @@ func (l *Link) countRx(info Info, ifindex, size int) int {
 	if tun {
 		for i, p := range l.paths {
 			if p.cfg.Relay == info.OuterSrc && p.ifindex == ifindex && ifindex != 0 {
-				return hit(i)
+				hit(i)
+				// Paths that share the sender (relay-less paths to one exit): the sender's
+				// path tag names the path it meant. A learning exit sends a path it has
+				// not learned yet by another one's endpoint; answering on the tagged path
+				// teaches it that path within a round trip (else its ACKs would never
+				// leave by that uplink during a download). Counted where it came in.
+				if t := int(PathOf(info.ID)); t != i && t < len(l.paths) && l.paths[t].cfg.Relay == info.OuterSrc {
+					return t
+				}
+				return i
 			}
 		}
 		// From someone else's address (a learning exit answering straight to this uplink

@@ -449,6 +449,10 @@ const reportMethod = `## Method
 - Every body is compared byte for byte with the served file as it streams (sha256 and length too when
   complete); uploads are compared at the sink. A transfer still running at the time cap is cut and its
   rate is computed over the bytes that arrived (marked *).
+- The uplinks scenario has no relays: lab/uplinks.sh puts each client uplink behind its own ISP
+  router doing nftables masquerade, the exit behind a core router, tbf on the uplinks only; mpath
+  runs relay-less paths to a learning exit, MPTCP's subflows cross the same NATs, and "paths used"
+  counts the bytes on each ISP router's LAN side (its table's note has the details).
 - Thesis figures: F. E. Watson, "Enhance TCP Performance with Multiple Path Routing", M.S. thesis,
   University of Colorado at Colorado Springs, 2005, chapter 4 (600 MHz Pentium III, 100 Mbit LAN,
   htb, apache bench). "Fraction of the sum" divides each figure by the sum of the rate limits of the

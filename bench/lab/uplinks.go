@@ -48,12 +48,12 @@ type uplinkRow struct {
 
 func buildUplinks(q bool) []*Table {
 	t := &Table{ID: "uplinks", Scenario: "uplinks", Chart: "bars", RowHead: "uplinks, direction",
-		Title:   "NATed uplinks (each behind its own masquerading ISP router): mpath vs kernel MPTCP vs the best single uplink",
+		Title:   "10 Mbit/s uplinks, each behind its own masquerading ISP router: mpath vs kernel MPTCP vs the best single uplink",
 		Systems: []string{sysMpath, sysMPTCP, sysSingle},
 		Target:  "mpath >= 90% of the sum of the uplink rates, download and upload",
-		Note: "lab/uplinks.sh: tbf on the uplinks only (both directions), no added delay. mpath: relay-less paths " +
-			"(--path dev=wan<i>) to a learning exit (no --path) through the SOCKS5 front, --encap as the row says " +
-			"(udp where an ISP drops IP protocol 4, ipip where every ISP passes it). MPTCP: curl under mptcpize from " +
+		Note: "lab/uplinks.sh: tbf on the uplinks only (both directions), no added delay. Rows: number of uplinks, " +
+			"mpath's --encap, direction; in the udp rows ISP 2 drops IP protocol 4, in the ipip rows every ISP passes it. " +
+			"mpath: relay-less paths (--path dev=wan<i>) to a learning exit (no --path) through the SOCKS5 front. MPTCP: curl under mptcpize from " +
 			"uplink 1's address to an MPTCP server beside the exit, one subflow endpoint per other uplink, through the " +
 			"same NATs. Best single uplink: kernel TCP from uplink 1 (the uplinks are equal). paths used: bytes on each " +
 			"ISP router's LAN side."}
@@ -63,16 +63,12 @@ func buildUplinks(q bool) []*Table {
 	x := 0
 	for _, ur := range rows {
 		topo := Topo{Paths: ur.n, NAT: true, Drop4: ur.drop4}
-		what := "every ISP passes IP protocol 4"
-		if ur.drop4 > 0 {
-			what = fmt.Sprintf("ISP %d drops IP protocol 4", ur.drop4)
-		}
 		for _, up := range pick(q, []bool{false, true}, false) {
 			dir := "download"
 			if up {
 				dir = "upload"
 			}
-			row := fmt.Sprintf("%d x 10 Mbit/s, %s, mpath --encap %s: %s", ur.n, what, ur.encap, dir)
+			row := uplinksRow(ur.n, ur.encap, dir)
 			t.Rows = append(t.Rows, row)
 			m := Measure{System: sysMpath, Kind: kindMpath, Scheduler: "auto", Encap: ur.encap, Upload: up}
 			mp := Measure{System: sysMPTCP, Kind: kindMPTCP, Upload: up}
@@ -83,6 +79,9 @@ func buildUplinks(q bool) []*Table {
 	}
 	return []*Table{t}
 }
+
+// uplinksRow names a row short enough for the chart's axis: "2 x 10 udp, download".
+func uplinksRow(n int, encap, dir string) string { return fmt.Sprintf("%d x 10 %s, %s", n, encap, dir) }
 
 // uplinksFindings: mpath against the target, MPTCP and the best single uplink, per row.
 func uplinksFindings(t *Table) []string {

@@ -79,6 +79,19 @@ func TestRealUplinks(t *testing.T) {
 
 	t.Run("download", func(t *testing.T) {
 		download(t, cli, "udp download, 2 NATed relay-less uplinks", 8<<20, 3, nil)
+		// The client's two paths share the exit's address: each counts what came in by
+		// its own uplink.
+		m := labtest.ParseMetrics(labtest.Get(t, cli, clientMetrics, "/metrics"))
+		rx0, rx1 := metric(m, "mpath_path_rx_bytes_total", `index="0"`), metric(m, "mpath_path_rx_bytes_total", `index="1"`)
+		if rx0 < 0.25*(rx0+rx1) || rx1 < 0.25*(rx0+rx1) {
+			t.Errorf("client paths received %.0f and %.0f bytes: two relay-less paths not told apart", rx0, rx1)
+		}
+		// mpath status at the exit: each client path's learned return endpoint.
+		out, err := runIn(exitNS, mpathBin(t), "status", "--metrics", "127.0.0.1:9091")
+		if err != nil || !strings.Contains(out, "learned return endpoints") ||
+			!strings.Contains(out, "192.168.1.2     1  100.64.1.2:5555") || !strings.Contains(out, "192.168.1.2     2  100.64.2.2:5555") {
+			t.Errorf("mpath status at the exit (%v):\n%s", err, out)
+		}
 	})
 	t.Run("upload", func(t *testing.T) {
 		n := int64(8 << 20)
