@@ -163,15 +163,27 @@ func PutUDPHeaders(pkt []byte, src, dst netip.AddrPort, id uint16, ttl uint8) {
 	u[6], u[7] = 0, 0
 }
 
-// PathTag is the inner IPv4 ID the Encoder writes: the path in the high byte, a counter
-// in the low byte. Every packet carries DF, so the ID identifies no fragments (RFC 6864
-// lets an atomic datagram's ID be anything) and costs no MSS; nothing on the way
-// rewrites it, because NATs and relays only ever touch the outer headers (a stock
-// forward-mode relay passes the inner packet as it is). PathOf reads it back.
+// PathTag is the inner IPv4 ID the Encoder writes: the path byte (PathByte) in the high
+// byte, a counter in the low byte. Every packet carries DF, so the ID identifies no
+// fragments (RFC 6864 lets an atomic datagram's ID be anything) and costs no MSS;
+// nothing on the way rewrites it, because NATs and relays only ever touch the outer
+// headers (a stock forward-mode relay passes the inner packet as it is). PathOf and
+// PathsOf read it back.
 func PathTag(path uint8, counter uint16) uint16 { return uint16(path)<<8 | counter&0xff }
 
+// PathByte is the high byte of the tag: the path index in the low nibble and the
+// sender's number of paths less one in the high nibble, so that a learning exit knows
+// how many paths a client has from its first packet. At most 16 paths are told apart
+// and announced.
+func PathByte(path, paths int) uint8 {
+	return uint8(path&0x0f) | uint8(min(max(paths, 1), 16)-1)<<4
+}
+
 // PathOf returns the path a packet was sent on, from its inner IPv4 ID (Info.ID).
-func PathOf(id uint16) uint8 { return uint8(id >> 8) }
+func PathOf(id uint16) uint8 { return uint8(id>>8) & 0x0f }
+
+// PathsOf returns the number of paths the sender announced in its inner IPv4 ID.
+func PathsOf(id uint16) int { return int(id>>12) + 1 }
 
 // TCP encodes seg as a plain IPv4 (DF) + TCP packet. The result is valid until the next
 // call on e.

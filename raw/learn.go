@@ -16,9 +16,14 @@ package raw
 //	Send(path, seg to client) ──► learned[client][path]
 //	                          ──► else pending[seg's flow][path] (the SYN-ACK)
 //	                          ──► else another learned path of the client (path mod count:
-//	                              the exit has a fixed number of path slots, a client may use
-//	                              fewer)
+//	                              a path of the client not learned yet; tagged with its own
+//	                              index, so the client answers on it and teaches it)
 //	                          ──► else drop, counted (DropNoEndpoint)
+//
+// Every tag also carries the number of paths its sender has (PathsOf). The exit has a
+// fixed number of path slots; a client announcing fewer has the rest turned off for its
+// flows (PathUsable, which the engine consults), so that no phantom path shares an
+// uplink with a real one.
 //
 // Only flows the exit authenticated (its request's MAC verified) move a learned endpoint,
 // so spoofed packets, with a wrong key or none, cannot redirect a client's paths. A packet
@@ -112,9 +117,10 @@ type learnedEP struct {
 }
 
 type clientPaths struct {
-	eps  [MaxPathSlots]learnedEP
-	seen time.Time // last authenticated packet
-	n    int       // valid entries
+	eps   [MaxPathSlots]learnedEP
+	seen  time.Time // last authenticated packet
+	n     int       // valid entries
+	paths int       // the number of paths the client announces (PathsOf)
 }
 
 type flowKey struct {
@@ -162,9 +168,9 @@ func (t *returnTable) authorize(local, remote netip.AddrPort, on bool) {
 	}
 }
 
-// learn records that a packet of the flow (local, remote) came over path from src.
-// It reports whether a learned endpoint moved.
-func (t *returnTable) learn(local, remote netip.AddrPort, path uint8, src netip.AddrPort, now time.Time) (moved bool, old netip.AddrPort) {
+// learn records that a packet of the flow (local, remote) came over path (of paths, the
+// number the client announces) from src. It reports whether a learned endpoint moved.
+func (t *returnTable) learn(local, remote netip.AddrPort, path uint8, paths int, src netip.AddrPort, now time.Time) (moved bool, old netip.AddrPort) {
 	if int(path) >= t.slots {
 		return false, old
 	}
@@ -173,7 +179,7 @@ func (t *returnTable) learn(local, remote netip.AddrPort, path uint8, src netip.
 	_, auth := t.authorized[flowKey{local, remote}]
 	var same bool
 	if auth {
-		if c := t.clients[client]; c != nil && c.eps[path].valid && c.eps[path].addr == src && now.Sub(c.seen) < time.Second {
+		if c := t.clients[client]; c != nil && c.eps[path].valid && c.eps[path].addr == src && c.paths == paths && now.Sub(c.seen) < time.Second {
 			same = true // the common case: nothing to write (seen is refreshed at most every second)
 		}
 	} else if p, ok := t.pending[pendingKey{remote, path}]; ok && p.addr == src && now.Sub(p.at) < time.Second {
@@ -209,7 +215,7 @@ func (t *returnTable) learn(local, remote netip.AddrPort, path uint8, src netip.
 		c = &clientPaths{}
 		t.clients[client] = c
 	}
-	c.seen = now
+	c.seen, c.paths = now, paths
 	ep := &c.eps[path]
 	if ep.valid && ep.addr == src {
 		return false, old
@@ -274,6 +280,16 @@ func (t *returnTable) lookup(local, remote netip.AddrPort, path int, now time.Ti
 		}
 	}
 	return netip.AddrPort{}, false
+}
+
+// usable reports whether a flow to client may use slot path: a slot below the number of
+// paths the client announces, or any slot while the client has not been heard from in
+// an authenticated flow (its handshake).
+func (t *returnTable) usable(client netip.Addr, path int) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	c := t.clients[client]
+	return c == nil || c.paths == 0 || path < c.paths
 }
 
 // LearnedPath is one learned return endpoint of a learning exit.

@@ -39,16 +39,25 @@ func TestReturnTableLearnsOnlyAuthorized(t *testing.T) {
 	now := time.Unix(1000, 0)
 	// Handshake: not authorized yet. The SYN-ACK goes back where the SYN came from
 	// (pending), but nothing is learned for the client.
-	rt.learn(exitFlow, clientFlow, 0, nat1, now)
+	rt.learn(exitFlow, clientFlow, 0, 2, nat1, now)
 	if ep, ok := rt.lookup(exitFlow, clientFlow, 0, now); !ok || ep != nat1 {
 		t.Fatalf("handshake answer goes to %v %v, want %v", ep, ok, nat1)
 	}
 	if len(rt.snapshot()) != 0 {
 		t.Fatal("learned from an unauthenticated flow")
 	}
+	if !rt.usable(clientFlow.Addr(), 3) {
+		t.Fatal("a client not heard from yet has slots turned off")
+	}
 	rt.authorize(exitFlow, clientFlow, true)
-	rt.learn(exitFlow, clientFlow, 0, nat1, now)
-	rt.learn(exitFlow, clientFlow, 1, nat2, now)
+	rt.learn(exitFlow, clientFlow, 0, 2, nat1, now)
+	// The client announces two paths: slots 2 and 3 are off for its flows.
+	for p, want := range []bool{true, true, false, false} {
+		if rt.usable(clientFlow.Addr(), p) != want {
+			t.Errorf("slot %d usable %v, want %v", p, !want, want)
+		}
+	}
+	rt.learn(exitFlow, clientFlow, 1, 2, nat2, now)
 	for p, want := range map[int]netip.AddrPort{0: nat1, 1: nat2} {
 		if ep, _ := rt.lookup(exitFlow, clientFlow, p, now); ep != want {
 			t.Errorf("path %d -> %v, want %v", p, ep, want)
@@ -66,7 +75,10 @@ func TestReturnTableLearnsOnlyAuthorized(t *testing.T) {
 	// (wrong key or none: the exit refused it), same client address, other port.
 	forged := netip.AddrPortFrom(clientFlow.Addr(), 61002)
 	for i := 0; i < 2*pendingSlots; i++ {
-		rt.learn(exitFlow, forged, 0, spoof, now)
+		rt.learn(exitFlow, forged, 0, 4, spoof, now)
+	}
+	if rt.usable(clientFlow.Addr(), 2) {
+		t.Error("spoofed packets announcing four paths turned slot 2 on")
 	}
 	if ep, _ := rt.lookup(exitFlow, clientFlow, 0, now); ep != nat1 {
 		t.Fatalf("spoofed packets moved path 0 to %v", ep)
@@ -78,7 +90,7 @@ func TestReturnTableLearnsOnlyAuthorized(t *testing.T) {
 	}
 
 	// Rebinding: the first authenticated packet from the new address moves the path.
-	moved, old := rt.learn(exitFlow, clientFlow, 0, nat1b, now.Add(time.Second))
+	moved, old := rt.learn(exitFlow, clientFlow, 0, 2, nat1b, now.Add(time.Second))
 	if !moved || old != nat1 {
 		t.Fatalf("rebinding: moved=%v old=%v", moved, old)
 	}
@@ -87,13 +99,13 @@ func TestReturnTableLearnsOnlyAuthorized(t *testing.T) {
 	}
 	// Once the flow is gone, its packets teach nothing more.
 	rt.authorize(exitFlow, clientFlow, false)
-	rt.learn(exitFlow, clientFlow, 0, spoof, now.Add(2*time.Second))
+	rt.learn(exitFlow, clientFlow, 0, 2, spoof, now.Add(2*time.Second))
 	if ep, _ := rt.lookup(exitFlow, clientFlow, 0, now.Add(2*time.Second)); ep != nat1b {
 		t.Fatalf("a deauthorized flow moved path 0 to %v", ep)
 	}
 	// Path indices beyond the slots are ignored.
 	rt.authorize(exitFlow, clientFlow, true)
-	if m, _ := rt.learn(exitFlow, clientFlow, 4, spoof, now); m {
+	if m, _ := rt.learn(exitFlow, clientFlow, 4, 2, spoof, now); m {
 		t.Fatal("learned a path beyond the slots")
 	}
 }
@@ -105,7 +117,7 @@ func TestReturnTableBounds(t *testing.T) {
 	// never grows past it.
 	for i := 0; i < 3*pendingSlots; i++ {
 		r := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 1, byte(i >> 8), byte(i)}), 1000)
-		rt.learn(exitFlow, r, 0, spoof, now)
+		rt.learn(exitFlow, r, 0, 2, spoof, now)
 	}
 	if len(rt.pending) != pendingSlots {
 		t.Fatalf("%d pending entries, want %d", len(rt.pending), pendingSlots)
@@ -118,7 +130,7 @@ func TestReturnTableBounds(t *testing.T) {
 	for i := 0; i < MaxLearnedClients+10; i++ {
 		c := netip.AddrPortFrom(netip.AddrFrom4([4]byte{10, 2, byte(i >> 8), byte(i)}), 1000)
 		rt.authorize(exitFlow, c, true)
-		rt.learn(exitFlow, c, 0, nat1, now.Add(time.Duration(i)*time.Millisecond))
+		rt.learn(exitFlow, c, 0, 2, nat1, now.Add(time.Duration(i)*time.Millisecond))
 	}
 	if n := len(rt.clients); n != MaxLearnedClients {
 		t.Fatalf("%d clients, want %d", n, MaxLearnedClients)

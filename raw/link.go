@@ -316,6 +316,12 @@ func (l *Link) Deauthorize(local, remote netip.AddrPort) {
 // Learning reports whether the link learns its paths per client.
 func (l *Link) Learning() bool { return l.ret != nil }
 
+// PathUsable reports whether the engine may send a flow to remote on path: always, but
+// at a learning exit only the slots below the number of paths the client announces.
+func (l *Link) PathUsable(remote netip.Addr, path int) bool {
+	return l.ret == nil || l.ret.usable(remote, path)
+}
+
 // keepalives sends an empty encapsulation packet on every path idle for a whole period.
 func (l *Link) keepalives(every time.Duration) {
 	defer close(l.kaDone)
@@ -428,7 +434,7 @@ func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 				}
 			}
 			enc := &b.enc[i]
-			enc.PathID = uint8(path)
+			enc.PathID = PathByte(path, len(l.paths))
 			var pkt []byte
 			var err error
 			if udp {
@@ -639,7 +645,7 @@ func (l *Link) learnRx(seg *tcpseg.Segment, info *Info, size int) int {
 		l.rxOther.Add(1)
 		return -1
 	}
-	moved, old := l.ret.learn(seg.Dst, seg.Src, path, info.Source(), time.Now())
+	moved, old := l.ret.learn(seg.Dst, seg.Src, path, PathsOf(info.ID), info.Source(), time.Now())
 	if moved {
 		l.moves.Add(1)
 		l.log.Info("client path moved", zap.Stringer("client", seg.Src.Addr()), zap.Int("path", int(path)),

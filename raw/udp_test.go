@@ -156,12 +156,18 @@ func TestUDPZeroAllocs(t *testing.T) {
 }
 
 func TestPathTag(t *testing.T) {
-	for _, p := range []uint8{0, 1, 7, 255} {
-		for _, c := range []uint16{0, 1, 0xff, 0x100, 0xffff} {
-			if got := PathOf(PathTag(p, c)); got != p {
-				t.Fatalf("PathOf(PathTag(%d, %d)) = %d", p, c, got)
+	for _, n := range []int{1, 2, 4, 16} {
+		for p := 0; p < n; p++ {
+			for _, c := range []uint16{0, 1, 0xff, 0x100, 0xffff} {
+				id := PathTag(PathByte(p, n), c)
+				if PathOf(id) != uint8(p) || PathsOf(id) != n {
+					t.Fatalf("PathTag(PathByte(%d, %d), %d) = %#04x: path %d of %d", p, n, c, id, PathOf(id), PathsOf(id))
+				}
 			}
 		}
+	}
+	if PathsOf(PathTag(PathByte(3, 40), 0)) != 16 || PathsOf(PathTag(PathByte(0, 0), 0)) != 1 {
+		t.Fatal("path counts outside 1..16 are not clamped")
 	}
 }
 

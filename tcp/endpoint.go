@@ -75,6 +75,8 @@ type epConfig struct {
 	shares        []pathShare    // per path, shared by the stack's connections; may be nil
 	reorderHold   *HoldHistogram // stack-wide reorder hold times; may be nil
 	budget        *memBudget     // the stack's memory budget; nil: unlimited
+
+	pathUsable func(remote netip.Addr, path int) bool // Config.PathUsable; may be nil
 }
 
 // outSeg is a segment to send on a path. Payload slices point into the send buffer and
@@ -165,6 +167,9 @@ type endpoint struct {
 	// Stats.
 	retransSegs, spuriousSegs uint64
 	established               time.Time
+
+	usable   []bool    // per path, Config.PathUsable's last answer (nil: not asked)
+	usableAt time.Time // when it was asked
 }
 
 // newEndpoint returns an endpoint for local<->remote in CLOSED state.
@@ -192,7 +197,7 @@ func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now ti
 	copy(e.view, cfg.paths)
 	e.paths = make([]pathState, len(cfg.paths))
 	for i := range e.paths {
-		e.view[i].Up = cfg.health.pathUp(i)
+		e.view[i].Up = cfg.health.pathUp(i) && e.pathUsable(i, now)
 		e.view[i].InFlight, e.view[i].NextSend = 0, time.Time{}
 		var sh *pathShare
 		if i < len(cfg.shares) {
@@ -1088,7 +1093,7 @@ func (e *endpoint) ackPath() int {
 // starts afresh.
 func (e *endpoint) syncHealth(now time.Time) {
 	for p := range e.view {
-		up := e.cfg.health.pathUp(p)
+		up := e.cfg.health.pathUp(p) && e.pathUsable(p, now)
 		switch {
 		case e.view[p].Up && !up:
 			e.view[p].Up = false
@@ -1102,6 +1107,24 @@ func (e *endpoint) syncHealth(now time.Time) {
 			e.paths[p].reset(now)
 		}
 	}
+}
+
+// pathUsable reports whether the stack's Config.PathUsable lets this connection use
+// path p at all, asking again every 100 ms (always true without one).
+func (e *endpoint) pathUsable(p int, now time.Time) bool {
+	if e.cfg.pathUsable == nil {
+		return true
+	}
+	if e.usable == nil || now.Sub(e.usableAt) >= 100*time.Millisecond {
+		if e.usable == nil {
+			e.usable = make([]bool, len(e.view))
+		}
+		for i := range e.usable {
+			e.usable[i] = e.cfg.pathUsable(e.remote.Addr(), i)
+		}
+		e.usableAt = now
+	}
+	return e.usable[p]
 }
 
 // output appends to e.out every segment due at now.

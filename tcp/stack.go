@@ -69,6 +69,11 @@ type Config struct {
 	// DefaultInputQueue.
 	InputQueue int
 
+	// PathUsable, when set, says whether a connection to remote may use path at all
+	// (a learning exit: the slots beyond the paths a client announces); asked again
+	// every 100 ms per connection. Nil: every path.
+	PathUsable func(remote netip.Addr, path int) bool
+
 	Logger *zap.Logger
 	Secret []byte // ISN secret (RFC 6528); default random
 }
@@ -227,6 +232,7 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		keepAlive:     cfg.KeepAlive,
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
+		pathUsable:    cfg.PathUsable,
 		shares:        make([]pathShare, len(cfg.Paths)),
 		reorderHold:   new(HoldHistogram),
 		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},

@@ -288,7 +288,12 @@ func startNode(log *zap.Logger, f *engineFlags, addr netip.Addr, extraPorts []ra
 	if err != nil {
 		return nil, capabilityHint(err)
 	}
+	var usable func(netip.Addr, int) bool
+	if f.learn {
+		usable = link.PathUsable // a client's flows use only the slots it has paths for
+	}
 	stack, err := tcp.NewStack(tcp.Config{
+		PathUsable:    usable,
 		Addr:          addr,
 		Paths:         tpaths,
 		Scheduler:     f.scheduler,
