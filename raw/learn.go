@@ -299,6 +299,7 @@ type LearnedPath struct {
 	Addr    netip.AddrPort // where that path's packets last came from (port 0: IPIP)
 	Changed time.Time      // when Addr last changed
 	Seen    time.Time      // the client's last authenticated packet
+	Paths   int            // the number of paths the client announces
 }
 
 func (t *returnTable) snapshot() []LearnedPath {
@@ -308,7 +309,7 @@ func (t *returnTable) snapshot() []LearnedPath {
 	for a, c := range t.clients {
 		for i := range c.eps[:t.slots] {
 			if e := c.eps[i]; e.valid {
-				out = append(out, LearnedPath{Client: a, Path: i, Addr: e.addr, Changed: e.changed, Seen: c.seen})
+				out = append(out, LearnedPath{Client: a, Path: i, Addr: e.addr, Changed: e.changed, Seen: c.seen, Paths: c.paths})
 			}
 		}
 	}

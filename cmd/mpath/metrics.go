@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net/netip"
 	"strconv"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -61,6 +62,7 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_exit_refused_total", "exit requests refused, by reason"},
 	{"mpath_exit_active", "flows the exit is relaying now"},
 	{"mpath_link_learned_endpoint_changed_seconds", "learning exit: unix time each client path's return endpoint last changed, by client, path and endpoint"},
+	{"mpath_link_learned_client_paths", "learning exit: the number of paths each client announces (its flows use that many of the exit's path slots), by client"},
 	{"mpath_link_endpoint_moves_total", "learning exit: client path return endpoints that changed (NAT rebinding, new uplink address)"},
 	{"mpath_link_path_total", "link events per path: keepalives sent, packets refused as too big (EMSGSIZE)"},
 }
@@ -85,6 +87,8 @@ func newNodeCollector(role string, stack *tcp.Stack, link *raw.Link) *nodeCollec
 			labels = []string{"direction"}
 		case "mpath_link_learned_endpoint_changed_seconds":
 			labels = []string{"client", "path", "endpoint"}
+		case "mpath_link_learned_client_paths":
+			labels = []string{"client"}
 		case "mpath_link_path_total":
 			labels = []string{"index", "event"}
 		}
@@ -177,9 +181,14 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		if c.link.Learning() {
 			counter("mpath_link_endpoint_moves_total", float64(ls.EndpointMoves))
+			announced := map[netip.Addr]int{}
 			for _, lp := range ls.Learned {
 				gauge("mpath_link_learned_endpoint_changed_seconds", float64(lp.Changed.UnixNano())/1e9,
 					lp.Client.String(), strconv.Itoa(lp.Path), lp.Addr.String())
+				announced[lp.Client] = lp.Paths
+			}
+			for client, n := range announced {
+				gauge("mpath_link_learned_client_paths", float64(n), client.String())
 			}
 		}
 	}

@@ -38,6 +38,7 @@ func fakeExitMetrics(scrapes *atomic.Int64) http.Handler {
 		fmt.Fprintf(w, "mpath_link_learned_endpoint_changed_seconds{client=\"192.168.1.2\",endpoint=\"100.64.2.2:5555\",path=\"1\",role=\"exit\"} %d\n", learnedAt)
 		fmt.Fprintf(w, "mpath_link_learned_endpoint_changed_seconds{client=\"192.168.1.2\",endpoint=\"100.64.1.3:5555\",path=\"0\",role=\"exit\"} %d.5\n", learnedAt+60)
 		fmt.Fprintf(w, "# TYPE mpath_link_endpoint_moves_total counter\nmpath_link_endpoint_moves_total{role=\"exit\"} 1\n")
+		fmt.Fprintf(w, "# TYPE mpath_link_learned_client_paths gauge\nmpath_link_learned_client_paths{client=\"192.168.1.2\",role=\"exit\"} 2\n")
 	})
 }
 
@@ -65,7 +66,7 @@ func TestStatusOnce(t *testing.T) {
 		t.Errorf("%d scrapes, want 1", scrapes.Load())
 	}
 	// One line per client path, in path order, each with its own endpoint.
-	i1, i2 := strings.Index(s, "192.168.1.2     1  100.64.1.3:5555"), strings.Index(s, "192.168.1.2     2  100.64.2.2:5555")
+	i1, i2 := strings.Index(s, "192.168.1.2  1 of 2  100.64.1.3:5555"), strings.Index(s, "192.168.1.2  2 of 2  100.64.2.2:5555")
 	if i1 < 0 || i2 < i1 {
 		t.Errorf("learned endpoints not one line per path in path order")
 	}

@@ -89,7 +89,7 @@ func TestRealUplinks(t *testing.T) {
 		// mpath status at the exit: each client path's learned return endpoint.
 		out, err := runIn(exitNS, mpathBin(t), "status", "--metrics", "127.0.0.1:9091")
 		if err != nil || !strings.Contains(out, "learned return endpoints") ||
-			!strings.Contains(out, "192.168.1.2     1  100.64.1.2:5555") || !strings.Contains(out, "192.168.1.2     2  100.64.2.2:5555") {
+			!strings.Contains(out, "192.168.1.2  1 of 2  100.64.1.2:5555") || !strings.Contains(out, "192.168.1.2  2 of 2  100.64.2.2:5555") {
 			t.Errorf("mpath status at the exit (%v):\n%s", err, out)
 		}
 	})

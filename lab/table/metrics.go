@@ -87,6 +87,7 @@ type Learned struct {
 	Path     int    // the client's path index (from 0)
 	Endpoint string // address:port (port 0 with IPIP)
 	Changed  time.Time
+	Paths    int // the number of paths the client announces (0: not reported)
 }
 
 // Fetch scrapes http://addr/metrics (addr may also be a full http:// URL) with c (nil:
@@ -132,6 +133,7 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 	s := &Snapshot{Time: at, EngineDrops: map[string]uint64{}, LinkDrops: map[string]uint64{},
 		Front: map[string]map[string]uint64{}, Exit: map[string]uint64{}, ExitRefused: map[string]uint64{}}
 	paths := map[int]*Path{}
+	announced := map[string]int{}
 	path := func(m *dto.Metric) *Path {
 		idx, err := strconv.Atoi(label(m, "index"))
 		if err != nil {
@@ -202,6 +204,8 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 					Changed: time.Unix(int64(sec), int64(frac*1e9))})
 			case "mpath_link_endpoint_moves_total":
 				s.EndpointMoves = count(v)
+			case "mpath_link_learned_client_paths":
+				announced[label(m, "client")] = int(v)
 			}
 		}
 	}
@@ -212,6 +216,9 @@ func Parse(r io.Reader, at time.Time) (*Snapshot, error) {
 		s.Paths = append(s.Paths, *p)
 	}
 	sort.Slice(s.Paths, func(i, j int) bool { return s.Paths[i].Index < s.Paths[j].Index })
+	for i := range s.Learned {
+		s.Learned[i].Paths = announced[s.Learned[i].Client]
+	}
 	sort.Slice(s.Learned, func(i, j int) bool {
 		a, b := s.Learned[i], s.Learned[j]
 		if a.Client != b.Client {

@@ -192,7 +192,11 @@ func NodeLines(w io.Writer, s *Snapshot) {
 		lt := &Table{Header: []string{"client", "path", "returns to", "changed"}, Align: "lrll", Indent: "  "}
 		for _, l := range s.Learned {
 			ago := s.Time.Sub(l.Changed).Round(time.Second)
-			lt.Add(l.Client, strconv.Itoa(l.Path+1), l.Endpoint, fmt.Sprintf("%s (%v ago)", l.Changed.Format("15:04:05"), max(ago, 0)))
+			path := strconv.Itoa(l.Path + 1)
+			if l.Paths > 0 {
+				path += " of " + strconv.Itoa(l.Paths)
+			}
+			lt.Add(l.Client, path, l.Endpoint, fmt.Sprintf("%s (%v ago)", l.Changed.Format("15:04:05"), max(ago, 0)))
 		}
 		lt.Render(w)
 	}
