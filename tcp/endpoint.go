@@ -137,6 +137,7 @@ type endpoint struct {
 	peerFinSeq   uint32
 	finRcvd      bool // FIN consumed in order
 	ackNow       bool
+	ackDue       uint64 // paths (bit p) owed an ACK at the end of the receive batch (receiveData, output)
 	unacked      int
 	delAckAt     time.Time
 	ackPathHint  int
@@ -868,7 +869,11 @@ func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 		}
 		e.unacked++
 		if e.unacked >= 2 || seg.Flags&FlagPSH != 0 && e.unacked > 1 {
-			e.ackNow = true
+			// Every 2nd segment calls for an ACK (RFC 5681 4.2), sent when the loop has
+			// taken the whole receive batch (output): a batch of in-order segments gets
+			// one ACK per path it came by, not one per two segments. Reordering, gaps
+			// filled, duplicates and window edges still ACK at once (ackNow above/below).
+			e.ackDue |= pathBit(path)
 		} else if e.delAckAt.IsZero() {
 			e.delAckAt = now.Add(e.delAckTimeout())
 		}
@@ -1177,13 +1182,29 @@ func (e *endpoint) output(now time.Time) {
 	if !e.ackNow && e.windowUpdateDue() {
 		e.ackNow = true
 	}
+	due := e.ackDue
+	if due != 0 {
+		e.ackNow = true
+	}
 	// Data segments carried the acknowledgement; send a pure ACK when none went out, or
-	// when there are SACK blocks to report (data segments carry no SACK option).
+	// when there are SACK blocks to report (data segments carry no SACK option). A
+	// batch's due ACKs go one per path the data came by, so each path's RTT sample
+	// covers the same relay both ways.
 	if e.ackNow && (!sentData || e.rq.Bytes() > 0) {
-		e.sendACK(now, e.ackPath())
+		sent := false
+		for p := 0; due != 0 && p < len(e.view); p++ {
+			if due&pathBit(p) != 0 && e.view[p].Up {
+				e.sendACK(now, p)
+				sent = true
+			}
+		}
+		if !sent {
+			e.sendACK(now, e.ackPath())
+		}
 	}
 	if e.ackNow || sentData {
 		e.ackNow = false
+		e.ackDue = 0
 		e.unacked = 0
 		e.delAckAt = time.Time{}
 	}
@@ -1220,8 +1241,18 @@ func (e *endpoint) sendACK(now time.Time, p int) {
 	}
 	e.out = append(e.out, outSeg{path: p, seg: seg})
 	e.ackNow = false
+	e.ackDue &^= pathBit(p)
 	e.unacked = 0
 	e.delAckAt = time.Time{}
+}
+
+// pathBit is path p's bit in ackDue; paths beyond 63 (and -1, unknown) share bit 63,
+// which output answers on ackPath.
+func pathBit(p int) uint64 {
+	if p < 0 || p > 63 {
+		return 1 << 63
+	}
+	return 1 << uint(p)
 }
 
 // sendRetransmissions re-sends lost segments, lowest sequence first, each on the path
