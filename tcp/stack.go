@@ -227,9 +227,12 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		keepAlive:     cfg.KeepAlive,
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
-		shares:        make([]pathShare, len(cfg.Paths)),
+		ccs:           make([]*pathCC, len(cfg.Paths)),
 		reorderHold:   new(HoldHistogram),
 		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},
+	}
+	for i := range s.ep.ccs {
+		s.ep.ccs[i] = newPathCC(cfg.MSS)
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))
 	s.loops = make([]*loop, cfg.Loops)
@@ -556,9 +559,6 @@ func (s *Stack) prober() {
 		case <-s.closed:
 			return
 		case <-t.C:
-		}
-		for p := range s.ep.shares {
-			s.ep.shares[p].review()
 		}
 		target := s.probeTarget.Load()
 		if target == nil {
