@@ -34,6 +34,7 @@ var scenarios = []scenario{
 	{"proxy", "the proxy issue's figures: aggregate through the SOCKS front vs MPTCP vs best single path; time to first byte", buildProxy},
 	{"transport", "the transport issue's figures: direct mode download and upload; engine vs kernel TCP on an unlimited path, CPU per GB", buildTransport},
 	{"fast", "the speed issue's figures: 4 x 500 Mbit/s and one unlimited path, mpath vs kernel MPTCP vs kernel TCP, CPU s/GB per process role", buildFast},
+	{"pages", "the speed issue's many flows: a page load (50 parallel fetches of 20-100 kB) and 100 parallel 1 MiB downloads, vs kernel TCP on the best single path", buildPages},
 }
 
 // ScenarioNames lists the scenario names in the order "all" runs them.
