@@ -762,7 +762,7 @@ func (e *endpoint) delivered(now time.Time, s *txSeg, rs []rateSample) {
 		// Declared lost, but the original arrived after all: nothing to re-send.
 		s.lost = false
 		e.spuriousSegs++
-		e.paths[p].spurious++
+		e.paths[p].countSpurious()
 	}
 	if s.inflight {
 		s.inflight = false
@@ -832,7 +832,7 @@ func (e *endpoint) markLost(s *txSeg) int {
 		e.paths[s.path].release(n)
 	}
 	s.lost = true
-	e.paths[s.path].lostPackets++
+	e.paths[s.path].countLost()
 	e.rtx = append(e.rtx, s.seq)
 	e.rtxSorted = false
 	return n
@@ -1462,8 +1462,7 @@ func (e *endpoint) transmit(now time.Time, s *txSeg, p int) {
 	if s.path >= 0 && s.sentAt.IsZero() == false {
 		s.retrans++
 		e.retransSegs++
-		e.paths[p].rtxPackets++
-		e.paths[p].rtxBytes += uint64(s.size())
+		e.paths[p].countRetransmit()
 	}
 	s.lost = false
 	s.path = p

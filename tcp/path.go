@@ -2,6 +2,7 @@ package tcp
 
 import (
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"mpath/spray"
@@ -96,6 +97,11 @@ type pathCC struct {
 	roundDelivered     uint64
 	inflightHi         int // ceiling on the window after lossy rounds; 0: none
 	lossFreeRounds     int
+
+	// The path's counters, over every connection there was (kept here once; read
+	// without the lock).
+	retransmits, lost, spurious atomic.Uint64 // segments
+	deliveredBytes              atomic.Uint64 // payload bytes the peer acknowledged
 }
 
 func newPathCC(mss int) *pathCC {
@@ -436,14 +442,10 @@ type pathState struct {
 	sent     []sentRef
 	sentHead int
 
-	// Counters for metrics.
-	delivered            uint64 // payload bytes the peer acknowledged that went on this path
-	txPackets, txBytes   uint64
-	rtxPackets, rtxBytes uint64
-	lostPackets          uint64
-	deliveredPackets     uint64
-	spurious             uint64
-	rxPayload            uint64 // payload bytes that arrived on the path (duplicates included)
+	// This connection's own traffic on the path (Conn.Paths); the path's counters over
+	// all connections are cc's.
+	txPackets, txBytes uint64
+	rxPayload          uint64 // payload bytes that arrived on the path (duplicates included)
 }
 
 // init sets the connection up on path v, drawing from cc (nil: a controller of its own).
@@ -599,12 +601,22 @@ func (p *pathState) onSend(now time.Time, seq uint32, size int) (dlvd uint64, dl
 	c.mu.Unlock()
 	// Pacing: the next send may start size/rate later, with a small credit so that a
 	// path idle for a while does not burst, and timer granularity does not starve it.
+	// A connection drawing a share of a busy path may be late by up to one of its own
+	// intervals (with a hundred flows on a path, each sends a segment every few tens of
+	// milliseconds, each send its own timer wake-up: a credit of 2 ms lost each
+	// wake-up's lateness for good, and the flows together fell well short of the path's
+	// rate in the lab).
 	if p.pacingRate > 0 {
+		gap := time.Duration(float64(size) / p.pacingRate * float64(time.Second))
+		credit := paceCredit
+		if p.share.shared {
+			credit = max(credit, gap)
+		}
 		start := p.v.NextSend
-		if floor := now.Add(-paceCredit); start.Before(floor) {
+		if floor := now.Add(-credit); start.Before(floor) {
 			start = floor
 		}
-		p.v.NextSend = start.Add(time.Duration(float64(size) / p.pacingRate * float64(time.Second)))
+		p.v.NextSend = start.Add(gap)
 		p.paceFrom, p.paceSize = start, size
 	}
 	p.sent = append(p.sent, sentRef{seq: seq, sentAt: now})
@@ -664,6 +676,12 @@ func (p *pathState) markAppLimited() {
 	c.mu.Unlock()
 }
 
+// countRetransmit, countLost and countSpurious count a segment re-sent on the path, one
+// declared lost on it, and one declared lost that was delivered after all.
+func (p *pathState) countRetransmit() { p.cc.retransmits.Add(1) }
+func (p *pathState) countLost()       { p.cc.lost.Add(1) }
+func (p *pathState) countSpurious()   { p.cc.spurious.Add(1) }
+
 // sendable reports whether pacing lets the path send at now.
 func (p *pathState) sendable(now time.Time) bool { return !p.v.NextSend.After(now) }
 
@@ -671,8 +689,7 @@ func (p *pathState) sendable(now time.Time) bool { return !p.v.NextSend.After(no
 // timer, then the path's model, then the connection's new share.
 func (p *pathState) onAck(now time.Time, rs *rateSample) {
 	if rs.delivered > 0 {
-		p.delivered += uint64(rs.delivered)
-		p.deliveredPackets++
+		p.cc.deliveredBytes.Add(uint64(rs.delivered))
 		p.timeouts, p.backoff = 0, 0
 		if p.v.InFlight > 0 {
 			p.armRTO(now)

@@ -91,7 +91,6 @@ type Stack struct {
 	probeTarget atomic.Pointer[netip.AddrPort] // a peer we dialled or that authenticated
 	probeSent   atomic.Pointer[netip.AddrPort] // where the current round of probes went
 	counters    []PathCounters
-	totals      []pathTotals // counters of connections that have ended
 	drops       dropCounters
 
 	closed chan struct{}
@@ -121,10 +120,6 @@ type PathCounters struct {
 	TxPackets, TxBytes atomic.Uint64
 	RxPackets, RxBytes atomic.Uint64
 	SendErrors         atomic.Uint64
-}
-
-type pathTotals struct {
-	retrans, lost, spurious, delivered atomic.Uint64
 }
 
 type dropCounters struct {
@@ -202,7 +197,6 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		listeners: make(map[uint16]*Listener),
 		health:    make([]pathHealthState, len(cfg.Paths)),
 		counters:  make([]PathCounters, len(cfg.Paths)),
-		totals:    make([]pathTotals, len(cfg.Paths)),
 		closed:    make(chan struct{}),
 	}
 	paths := make([]spray.Path, len(cfg.Paths))

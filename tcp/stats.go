@@ -75,11 +75,12 @@ func (s *Stack) Stats() Stats {
 			SendErrors: c.SendErrors.Load(),
 			SRTT:       s.rttHint(p),
 		}
-		st.Paths[p].Retransmits = s.totals[p].retrans.Load()
-		st.Paths[p].Lost = s.totals[p].lost.Load()
-		st.Paths[p].Spurious = s.totals[p].spurious.Load()
-		st.Paths[p].Delivered = s.totals[p].delivered.Load()
-		cc := s.ep.ccs[p].snapshot()
+		pc := s.ep.ccs[p]
+		st.Paths[p].Retransmits = pc.retransmits.Load()
+		st.Paths[p].Lost = pc.lost.Load()
+		st.Paths[p].Spurious = pc.spurious.Load()
+		st.Paths[p].Delivered = pc.deliveredBytes.Load()
+		cc := pc.snapshot()
 		st.Paths[p].Cwnd, st.Paths[p].InFlight, st.Paths[p].Busy = cc.cwnd, cc.inflight, cc.busy
 		st.Paths[p].DeliveryRate, st.Paths[p].PacingRate, st.Paths[p].Mode = cc.bw, cc.pacing, cc.mode.String()
 	}
@@ -127,10 +128,6 @@ func (l *loop) fillStats(req *statsReq) {
 		st.Flows++
 		for p := range e.paths {
 			ps, out := &e.paths[p], &st.Paths[p]
-			out.Retransmits += ps.rtxPackets
-			out.Lost += ps.lostPackets
-			out.Spurious += ps.spurious
-			out.Delivered += ps.delivered
 			if ps.minRTT > 0 {
 				out.Flows++
 				out.MinRTT += ps.minRTT
