@@ -954,7 +954,7 @@ func (e *endpoint) enterTimeWait(now time.Time) {
 	e.finWaitAt, e.persistAt, e.rexmitAt, e.rackAt, e.paceAt, e.kaAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	e.sb.close(nil)
 	for p := range e.paths {
-		e.paths[p].rtoAt = time.Time{}
+		e.paths[p].leave() // everything was acknowledged: the paths' shares go to other flows
 	}
 }
 

@@ -16,15 +16,41 @@ import (
 // them (>= 90% of the sum) while re-sending at most 5% of their packets (the flows draw
 // from one controller per path instead of overrunning each other), and every flow is
 // checked byte for byte.
+//
+// Two queues: one bandwidth-delay product (at least 64 KiB: 100 flows holding one segment
+// each on path 1 already overfill it), and the lab's (100 ms at the rate) with 5 ms of
+// jitter (the lab's timers and scheduling).
 func TestSimManyFlows(t *testing.T) {
+	for _, c := range []struct {
+		name         string
+		queue        int
+		jitter       time.Duration
+		minRace      float64
+		raceMeasured string
+	}{
+		{"short queue", 0, 0, 0.85, "87%"},
+		{"lab queue and jitter", 500_000, 5 * time.Millisecond, 0.85, "88%"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			specs := []simnet.PathSpec{
+				{Rate: 40 * mbit, Delay: 5 * time.Millisecond, Queue: c.queue, Jitter: c.jitter},
+				{Rate: 40 * mbit, Delay: 10 * time.Millisecond, Queue: c.queue, Jitter: c.jitter},
+				{Rate: 40 * mbit, Delay: 15 * time.Millisecond, Queue: c.queue, Jitter: c.jitter},
+			}
+			floor := 0.90
+			if raceEnabled {
+				// 256 kB flows: startup and the last flow's tail weigh more.
+				floor = c.minRace
+			}
+			manyFlows(t, specs, floor)
+		})
+	}
+}
+
+func manyFlows(t *testing.T, specs []simnet.PathSpec, floor float64) {
 	flows, size := 100, 1<<20
 	if raceEnabled {
 		flows, size = 40, 256<<10
-	}
-	specs := []simnet.PathSpec{
-		{Rate: 40 * mbit, Delay: 5 * time.Millisecond},
-		{Rate: 40 * mbit, Delay: 10 * time.Millisecond},
-		{Rate: 40 * mbit, Delay: 15 * time.Millisecond},
 	}
 	synctest.Test(t, func(t *testing.T) {
 		_, a, b, ln := simPair(t, scenario{paths: specs, seed: 5})
@@ -114,10 +140,6 @@ func TestSimManyFlows(t *testing.T) {
 		// The flows share each path's controller: together they fill the paths without
 		// flooding their queues (each flow running its own controller re-sent 36% of its
 		// packets to reach 90%).
-		floor := 0.90
-		if raceEnabled {
-			floor = 0.85 // 256 kB flows: startup and the last flow's tail weigh more (87% measured)
-		}
 		if share < floor {
 			t.Errorf("aggregate %.1f%% of the sum, want >= %.0f%%", 100*share, 100*floor)
 		}

@@ -148,8 +148,8 @@ type pathShare struct {
 
 // shareLocked is a connection's fair share: the path's window, pacing rate and bandwidth
 // divided among the busy connections (counting the asker when it is not busy yet). The
-// window share never falls below one segment: pacing, which adds up exactly, keeps the
-// path's queue in check when a hundred flows each hold one.
+// window share is whole segments, never below one: pacing, which adds up exactly, keeps
+// the path's queue in check when a hundred flows each hold one.
 func (c *pathCC) shareLocked(busy bool) pathShare {
 	n := c.busy
 	if !busy {
@@ -158,7 +158,15 @@ func (c *pathCC) shareLocked(busy bool) pathShare {
 	if n <= 1 {
 		return pathShare{cwnd: c.cwnd, pacing: c.pacingRate, bw: c.bw.get()}
 	}
-	return pathShare{cwnd: max(c.cwnd/n, c.mss), pacing: c.pacingRate / float64(n), bw: c.bw.get() / float64(n), shared: true}
+	// Whole segments: a share of 1.6 segments is one segment in flight, and a hundred
+	// flows each a fraction short left a window-limited path 30% short of its window.
+	// So a share rounds up while the path has room for a segment, and down once it is
+	// full (never below one segment).
+	segs := c.cwnd / n / c.mss
+	if c.inflight+c.mss <= c.cwnd {
+		segs++
+	}
+	return pathShare{cwnd: max(segs, 1) * c.mss, pacing: c.pacingRate / float64(n), bw: c.bw.get() / float64(n), shared: true}
 }
 
 func (c *pathCC) bdp() float64 {
@@ -656,6 +664,7 @@ func (p *pathState) idle() {
 // leave returns everything the connection holds of the path (it ended).
 func (p *pathState) leave() {
 	p.release(p.v.InFlight)
+	p.rtoAt = time.Time{}
 	p.idle()
 }
 
