@@ -18,6 +18,13 @@ import (
 // controller halves a path's window on every random loss and, at 1% loss, keeps a 10
 // Mbit/s path under 4 Mbit/s; a rate model does not. Control is uncoupled: each path
 // runs its own controller, as DESIGN.md asks (the relays do not share a bottleneck).
+//
+// One controller per path and stack (pathCC), shared by the stack's connections; each
+// connection keeps its own RTT, RACK and timer state for the path (pathState):
+//
+//	conn A ─┐ onSend / release / onAck ┌─ pathCC (path 1): model, window, pacing,
+//	conn B ─┼──────────────────────────┤    bytes in flight of all, busy flows, counters
+//	conn C ─┘ refresh: fair share      └─ each busy conn: window/n, pacing/n
 
 const (
 	minRTO         = 200 * time.Millisecond
