@@ -72,7 +72,7 @@ type epConfig struct {
 	keepAlive     time.Duration // 0: off
 	acceptSYNData bool
 	health        pathHealth
-	shares        []pathShare    // per path, shared by the stack's connections; may be nil
+	ccs           []*pathCC      // per path, shared by the stack's connections; nil: one per connection
 	reorderHold   *HoldHistogram // stack-wide reorder hold times; may be nil
 	budget        *memBudget     // the stack's memory budget; nil: unlimited
 
@@ -200,11 +200,11 @@ func newEndpoint(cfg *epConfig, local, remote netip.AddrPort, iss uint32, now ti
 	for i := range e.paths {
 		e.view[i].Up = cfg.health.pathUp(i) && e.pathUsable(i, now)
 		e.view[i].InFlight, e.view[i].NextSend = 0, time.Time{}
-		var sh *pathShare
-		if i < len(cfg.shares) {
-			sh = &cfg.shares[i]
+		var cc *pathCC
+		if i < len(cfg.ccs) {
+			cc = cfg.ccs[i]
 		}
-		e.paths[i].init(&e.view[i], cfg.mss, cfg.health.rttHint(i), sh)
+		e.paths[i].init(&e.view[i], cfg.mss, cfg.health.rttHint(i), cc)
 	}
 	sched, err := spray.New(cfg.scheduler)
 	if err != nil {
@@ -652,7 +652,7 @@ func (e *endpoint) processACK(now time.Time, seg *Segment) {
 			if seqnum.GT(seg.Ack, f.seq) {
 				// Partial acknowledgement of a segment (peer re-segmented): trim it.
 				if f.inflight {
-					e.view[f.path].InFlight -= int(seg.Ack - f.seq)
+					e.paths[f.path].release(int(seg.Ack - f.seq))
 				}
 				f.seq = seg.Ack
 			}
@@ -730,6 +730,34 @@ func (e *endpoint) processACK(now time.Time, seg *Segment) {
 	}
 }
 
+// takeShares brings each path's view up to this connection's current share of the
+// path's controller (other connections of the stack start and end meanwhile).
+func (e *endpoint) takeShares() {
+	for p := range e.paths {
+		e.paths[p].refresh()
+	}
+}
+
+// idlePaths stops drawing a share of the paths this connection has nothing in flight
+// on, once it has nothing more to send (it is done, or waits for its application).
+func (e *endpoint) idlePaths() {
+	any := false
+	for p := range e.paths {
+		if e.paths[p].busy && e.view[p].InFlight == 0 {
+			any = true
+		}
+	}
+	if !any || len(e.rtx) > 0 || (e.finPending && !e.finSent) {
+		return
+	}
+	if seqnum.LT(e.sndNxt, e.bufSeq+uint32(e.sb.length())) {
+		return // more to send
+	}
+	for p := range e.paths {
+		e.paths[p].idle()
+	}
+}
+
 // delivered accounts for a segment reaching the peer (cumulatively or by SACK).
 func (e *endpoint) delivered(now time.Time, s *txSeg, rs []rateSample) {
 	p := s.path
@@ -740,15 +768,11 @@ func (e *endpoint) delivered(now time.Time, s *txSeg, rs []rateSample) {
 		// Declared lost, but the original arrived after all: nothing to re-send.
 		s.lost = false
 		e.spuriousSegs++
-		e.paths[p].spurious++
+		e.paths[p].countSpurious()
 	}
 	if s.inflight {
 		s.inflight = false
-		e.view[p].InFlight -= s.size()
-		if e.view[p].InFlight <= 0 {
-			e.view[p].InFlight = 0
-			e.paths[p].rtoAt = time.Time{}
-		}
+		e.paths[p].release(s.size())
 	}
 	ps := &e.paths[p]
 	if s.sentAt.After(ps.rackXmit) || (s.sentAt.Equal(ps.rackXmit) && seqnum.GT(s.end, ps.rackEnd)) {
@@ -811,14 +835,10 @@ func (e *endpoint) markLost(s *txSeg) int {
 	n := s.size()
 	if s.inflight {
 		s.inflight = false
-		e.view[s.path].InFlight -= n
-		if e.view[s.path].InFlight <= 0 {
-			e.view[s.path].InFlight = 0
-			e.paths[s.path].rtoAt = time.Time{}
-		}
+		e.paths[s.path].release(n)
 	}
 	s.lost = true
-	e.paths[s.path].lostPackets++
+	e.paths[s.path].countLost()
 	e.rtx = append(e.rtx, s.seq)
 	e.rtxSorted = false
 	return n
@@ -944,7 +964,7 @@ func (e *endpoint) enterTimeWait(now time.Time) {
 	e.finWaitAt, e.persistAt, e.rexmitAt, e.rackAt, e.paceAt, e.kaAt = time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}, time.Time{}
 	e.sb.close(nil)
 	for p := range e.paths {
-		e.paths[p].rtoAt = time.Time{}
+		e.paths[p].leave() // everything was acknowledged: the paths' shares go to other flows
 	}
 }
 
@@ -997,8 +1017,8 @@ func (e *endpoint) finish(err error) {
 		e.rb.setEOF()
 		e.sb.close(nil)
 	}
-	for p := range e.view {
-		e.view[p].InFlight = 0
+	for p := range e.paths {
+		e.paths[p].leave()
 	}
 	e.rq.Reset()
 }
@@ -1102,6 +1122,7 @@ func (e *endpoint) syncHealth(now time.Time) {
 		switch {
 		case e.view[p].Up && !up:
 			e.view[p].Up = false
+			e.paths[p].wentDown()
 			for i := 0; i < e.tx.len(); i++ {
 				if s := e.tx.at(i); s.path == p && s.inflight {
 					e.markLost(s)
@@ -1164,6 +1185,7 @@ func (e *endpoint) output(now time.Time) {
 	}
 	sentData := false
 	if e.state != stateTimeWait {
+		e.takeShares()
 		sentData = e.sendRetransmissions(now)
 		if e.sendNew(now) {
 			sentData = true
@@ -1175,6 +1197,7 @@ func (e *endpoint) output(now time.Time) {
 			e.allowance = a // the buffer's lock only when the allowance moved
 			e.sb.setSoft(a)
 		}
+		e.idlePaths()
 	}
 	if !e.delAckAt.IsZero() && !now.Before(e.delAckAt) {
 		e.ackNow = true
@@ -1406,7 +1429,7 @@ func (e *endpoint) sendNew(now time.Time) bool {
 	for i := range e.view {
 		v := &e.view[i]
 		if v.Up && v.InFlight < v.Cwnd && e.paths[i].sendable(now) {
-			e.paths[i].appLimitedTo = max(e.paths[i].delivered+uint64(v.InFlight), 1)
+			e.paths[i].markAppLimited()
 		}
 	}
 	return sent
@@ -1444,10 +1467,7 @@ func (e *endpoint) reinjectTail(now time.Time) bool {
 			continue
 		}
 		s.inflight = false
-		if e.view[q].InFlight -= s.size(); e.view[q].InFlight <= 0 {
-			e.view[q].InFlight = 0
-			e.paths[q].rtoAt = time.Time{}
-		}
+		e.paths[q].release(s.size())
 		e.transmit(now, s, p)
 		sent = true
 	}
@@ -1496,8 +1516,7 @@ func (e *endpoint) transmit(now time.Time, s *txSeg, p int) {
 	if s.path >= 0 && s.sentAt.IsZero() == false {
 		s.retrans++
 		e.retransSegs++
-		e.paths[p].rtxPackets++
-		e.paths[p].rtxBytes += uint64(s.size())
+		e.paths[p].countRetransmit()
 	}
 	s.lost = false
 	s.path = p
@@ -1647,6 +1666,7 @@ func (e *endpoint) pathTimeouts(now time.Time) {
 			// Even the last path: a new connection should then fail at once, and the
 			// stack's prober brings the path back when it answers again.
 			e.view[p].Up = false
+			e.paths[p].wentDown()
 			e.cfg.health.pathReport(p, false)
 		}
 		if !e.anyPathUp() {
@@ -1712,7 +1732,7 @@ func (e *endpoint) connectionRTO(now time.Time) {
 	}
 	s := e.tx.front()
 	if s.inflight {
-		e.view[s.path].InFlight -= s.size()
+		e.paths[s.path].release(s.size())
 		s.inflight = false
 	}
 	s.lost = false

@@ -410,13 +410,6 @@ func (l *loop) finishEndpoint(now time.Time, e *endpoint) {
 		} else if e.err != nil {
 			l.s.log.Debug("connection failed", zap.Stringer("local", e.local), zap.Stringer("remote", e.remote), zap.Error(e.err))
 		}
-		for p := range e.paths {
-			ps, t := &e.paths[p], &l.s.totals[p]
-			t.retrans.Add(ps.rtxPackets)
-			t.lost.Add(ps.lostPackets)
-			t.spurious.Add(ps.spurious)
-			t.delivered.Add(ps.delivered)
-		}
 		e.account()
 		delete(l.conns, e)
 		t := tuple{e.local, e.remote}

@@ -96,7 +96,6 @@ type Stack struct {
 	probeTarget atomic.Pointer[netip.AddrPort] // a peer we dialled or that authenticated
 	probeSent   atomic.Pointer[netip.AddrPort] // where the current round of probes went
 	counters    []PathCounters
-	totals      []pathTotals // counters of connections that have ended
 	drops       dropCounters
 
 	closed chan struct{}
@@ -126,10 +125,6 @@ type PathCounters struct {
 	TxPackets, TxBytes atomic.Uint64
 	RxPackets, RxBytes atomic.Uint64
 	SendErrors         atomic.Uint64
-}
-
-type pathTotals struct {
-	retrans, lost, spurious, delivered atomic.Uint64
 }
 
 type dropCounters struct {
@@ -207,7 +202,6 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		listeners: make(map[uint16]*Listener),
 		health:    make([]pathHealthState, len(cfg.Paths)),
 		counters:  make([]PathCounters, len(cfg.Paths)),
-		totals:    make([]pathTotals, len(cfg.Paths)),
 		closed:    make(chan struct{}),
 	}
 	paths := make([]spray.Path, len(cfg.Paths))
@@ -233,9 +227,12 @@ func NewStack(cfg Config, link Link) (*Stack, error) {
 		acceptSYNData: cfg.AcceptSYNData,
 		health:        s,
 		pathUsable:    cfg.PathUsable,
-		shares:        make([]pathShare, len(cfg.Paths)),
+		ccs:           make([]*pathCC, len(cfg.Paths)),
 		reorderHold:   new(HoldHistogram),
 		budget:        &memBudget{limit: int64(cfg.MemoryBudget - cfg.Loops*cfg.InputQueue)},
+	}
+	for i := range s.ep.ccs {
+		s.ep.ccs[i] = newPathCC(cfg.MSS)
 	}
 	s.nextPort = cfg.PortFirst + 1 + uint16(binary.BigEndian.Uint16(cfg.Secret)%uint16(cfg.PortLast-cfg.PortFirst))
 	s.loops = make([]*loop, cfg.Loops)
@@ -562,9 +559,6 @@ func (s *Stack) prober() {
 		case <-s.closed:
 			return
 		case <-t.C:
-		}
-		for p := range s.ep.shares {
-			s.ep.shares[p].review()
 		}
 		target := s.probeTarget.Load()
 		if target == nil {

@@ -21,11 +21,12 @@ type PathStats struct {
 	Delivered    uint64 // payload bytes the peer acknowledged that went on this path
 	SRTT         time.Duration
 	MinRTT       time.Duration
-	Cwnd         int
-	InFlight     int
-	DeliveryRate float64 // bytes/s, summed over connections
-	PacingRate   float64 // bytes/s, summed over connections
-	Mode         string  // congestion-control mode of the last live connection (startup, drain, probe_bw)
+	Cwnd         int     // the path's congestion window (all connections draw from it)
+	InFlight     int     // bytes in flight on the path, all connections
+	DeliveryRate float64 // bytes/s, the path's bandwidth estimate
+	PacingRate   float64 // bytes/s, the path's pacing rate
+	Mode         string  // the path controller's mode (startup, drain, probe_bw)
+	Busy         int     // connections drawing a share of the path now
 	Flows        int     // connections with a rate sample on this path
 }
 
@@ -74,10 +75,14 @@ func (s *Stack) Stats() Stats {
 			SendErrors: c.SendErrors.Load(),
 			SRTT:       s.rttHint(p),
 		}
-		st.Paths[p].Retransmits = s.totals[p].retrans.Load()
-		st.Paths[p].Lost = s.totals[p].lost.Load()
-		st.Paths[p].Spurious = s.totals[p].spurious.Load()
-		st.Paths[p].Delivered = s.totals[p].delivered.Load()
+		pc := s.ep.ccs[p]
+		st.Paths[p].Retransmits = pc.retransmits.Load()
+		st.Paths[p].Lost = pc.lost.Load()
+		st.Paths[p].Spurious = pc.spurious.Load()
+		st.Paths[p].Delivered = pc.deliveredBytes.Load()
+		cc := pc.snapshot()
+		st.Paths[p].Cwnd, st.Paths[p].InFlight, st.Paths[p].Busy = cc.cwnd, cc.inflight, cc.busy
+		st.Paths[p].DeliveryRate, st.Paths[p].PacingRate, st.Paths[p].Mode = cc.bw, cc.pacing, cc.mode.String()
 	}
 	req := &statsReq{out: &st}
 	select {
@@ -122,16 +127,7 @@ func (l *loop) fillStats(req *statsReq) {
 		}
 		st.Flows++
 		for p := range e.paths {
-			ps, v, out := &e.paths[p], &e.view[p], &st.Paths[p]
-			out.Retransmits += ps.rtxPackets
-			out.Lost += ps.lostPackets
-			out.Spurious += ps.spurious
-			out.Delivered += ps.delivered
-			out.Cwnd += v.Cwnd
-			out.InFlight += v.InFlight
-			out.DeliveryRate += v.DeliveryRate
-			out.PacingRate += ps.pacingRate
-			out.Mode = ps.mode.String()
+			ps, out := &e.paths[p], &st.Paths[p]
 			if ps.minRTT > 0 {
 				out.Flows++
 				out.MinRTT += ps.minRTT

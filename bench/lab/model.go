@@ -14,6 +14,7 @@ const (
 	kindMPTCP              // kernel MPTCP: curl under mptcpize, Go MPTCP server in the exit namespace
 	kindKernel             // kernel TCP bound to one path's address (crosses one relay)
 	kindTTFB               // time to first byte of a small page, mpath minus kernel TCP (bench.Run)
+	kindPage               // many fetches at once, time to the last byte (mpath: Path 0; kernel TCP: Path)
 )
 
 // System labels: the keys of Cell.Runs.
@@ -35,14 +36,15 @@ const (
 type Measure struct {
 	System     string
 	Kind       kind
-	Scheduler  string // mpath: auto, weighted, rr
-	Weights    []int  // mpath weighted: one per path used
-	RecvWindow int    // mpath: --recv-window in bytes (0: default)
-	Direct     bool   // mpath: client in direct mode (no exit)
-	Upload     bool   // client -> server instead of a download
-	Encap      string // mpath: --encap of both nodes ("": the default, ipip)
-	Path       int    // kernel TCP: the path (from 1) whose address curl binds
-	CPU        bool   // account the CPU time of every process involved
+	Scheduler  string    // mpath: auto, weighted, rr
+	Weights    []int     // mpath weighted: one per path used
+	RecvWindow int       // mpath: --recv-window in bytes (0: default)
+	Direct     bool      // mpath: client in direct mode (no exit)
+	Upload     bool      // client -> server instead of a download
+	Encap      string    // mpath: --encap of both nodes ("": the default, ipip)
+	Path       int       // kernel TCP: the path (from 1) whose address curl binds
+	CPU        bool      // account the CPU time of every process involved
+	Page       *pageLoad // kindPage: what to fetch at once
 }
 
 // nodesKey identifies the mpath node configuration a measure needs: the same key means
@@ -87,16 +89,20 @@ func (t Topo) loss(i int) float64 {
 
 // Outcome is what one measurement found.
 type Outcome struct {
-	System   string    `json:"system"`
-	KBps     float64   `json:"kBps"`                   // body bytes per second / 1000
-	Bytes    int64     `json:"bytes"`                  // body bytes that arrived (verified byte for byte)
-	Size     int64     `json:"size"`                   // the file's size
-	Seconds  float64   `json:"seconds"`                // curl's time_total (connect to last byte, or the cap)
-	Complete bool      `json:"complete"`               // the whole file arrived before the time cap
-	TTFBms   float64   `json:"ttfb_ms,omitempty"`      // time to first byte (median for kindTTFB)
-	RTTms    float64   `json:"rtt_ms,omitempty"`       // kindTTFB: median TCP connect time of the direct run
-	Samples  int       `json:"samples,omitempty"`      // kindTTFB: requests
-	Repeats  []float64 `json:"repeats_kBps,omitempty"` // every repetition's kB/s when --repeat > 1
+	System   string  `json:"system"`
+	KBps     float64 `json:"kBps"`              // body bytes per second / 1000
+	Bytes    int64   `json:"bytes"`             // body bytes that arrived (verified byte for byte)
+	Size     int64   `json:"size"`              // the file's size
+	Seconds  float64 `json:"seconds"`           // curl's time_total (connect to last byte, or the cap)
+	Complete bool    `json:"complete"`          // the whole file arrived before the time cap
+	TTFBms   float64 `json:"ttfb_ms,omitempty"` // time to first byte (median for kindTTFB)
+	RTTms    float64 `json:"rtt_ms,omitempty"`  // kindTTFB: median TCP connect time of the direct run
+	Samples  int     `json:"samples,omitempty"` // kindTTFB: requests
+	Fetches  int     `json:"fetches,omitempty"` // kindPage: connections at once
+	// Resent is, for mpath page loads, the exit's segments re-sent over its packets sent
+	// during the run (all paths).
+	Resent  *float64  `json:"resent_fraction,omitempty"`
+	Repeats []float64 `json:"repeats_kBps,omitempty"` // every repetition's kB/s when --repeat > 1
 	// PathBytes are the bytes each relay forwarded (both directions, headers included)
 	// during the measurement: how the traffic really split over the paths.
 	PathBytes []uint64 `json:"path_bytes,omitempty"`

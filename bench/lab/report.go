@@ -110,6 +110,10 @@ func renderTable(w io.Writer, t *Table) {
 		renderTTFB(w, t)
 		return
 	}
+	if t.Scenario == "pages" {
+		renderPages(w, t)
+		return
+	}
 	if len(t.Rows) > 1 && len(t.Cols) > 1 {
 		thesis := ""
 		if len(t.Thesis) > 0 {
@@ -343,6 +347,8 @@ func findings(t *Table) []string {
 		out = append(out, fastFindings(t)...)
 	case "uplinks":
 		out = append(out, uplinksFindings(t)...)
+	case "pages", "manyflows":
+		out = append(out, pagesFindings(t)...)
 	case "ttfb":
 		for _, c := range t.Cells {
 			m, d := c.Runs[sysTTFBMpath], c.Runs[sysTTFBDir]

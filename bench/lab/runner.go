@@ -294,7 +294,9 @@ type job struct {
 	m Measure
 }
 
-func needsNodes(m Measure) bool { return m.Kind == kindMpath || (m.Kind == kindTTFB && !m.Direct) }
+func needsNodes(m Measure) bool {
+	return m.Kind == kindMpath || (m.Kind == kindTTFB && !m.Direct) || (m.Kind == kindPage && m.Path == 0)
+}
 
 // schedule orders t's measurements so that labs are rebuilt and mpath nodes restarted
 // as rarely as possible: by topology (in order of first use), then by node
@@ -366,6 +368,8 @@ func cacheKey(c *Cell, m Measure) string {
 		return fmt.Sprintf("%s|kernel|%d|%d|%v|%v", c.topo.key(), m.Path, c.Rates[m.Path-1], m.Upload, m.CPU)
 	case kindTTFB:
 		return fmt.Sprintf("%s|ttfb|%v|%v", c.topo.key(), rates, m.Direct)
+	case kindPage:
+		return fmt.Sprintf("%s|page|%v|%d|%d|%v", c.topo.key(), rates, m.Path, m.Page.Fetches, m.Page.Sizes)
 	}
 	return fmt.Sprintf("%s|mpath|%s|%v|%v|%v", c.topo.key(), m.nodesKey(c.Nodes), rates, m.Upload, m.CPU)
 }
@@ -532,6 +536,16 @@ func (r *runner) measureOnce(ctx context.Context, c *Cell, m Measure) (*Outcome,
 			}
 		}
 		return r.ttfb(ctx, c, m)
+	case kindPage:
+		if m.Page == nil {
+			return fail(errNoPage)
+		}
+		if m.Path == 0 {
+			if err := r.ensureNodes(ctx, c, m); err != nil {
+				return fail(err)
+			}
+		}
+		return r.pageLoad(ctx, c, m)
 	case kindMPTCP:
 		if err := r.ensureEndpoints(ctx, c.Nodes); err != nil {
 			return fail(err)

@@ -35,6 +35,7 @@ var scenarios = []scenario{
 	{"transport", "the transport issue's figures: direct mode download and upload; engine vs kernel TCP on an unlimited path, CPU per GB", buildTransport},
 	{"fast", "the speed issue's figures: 4 x 500 Mbit/s and one unlimited path, mpath vs kernel MPTCP vs kernel TCP, CPU s/GB per process role", buildFast},
 	{"uplinks", "the real-uplinks issue's figures: 2 and 3 x 10 Mbit/s uplinks each behind a masquerading ISP router, relay-less mpath (udp/ipip) vs kernel MPTCP vs the best single uplink, download and upload", buildUplinks},
+	{"pages", "the speed issue's many flows: a page load (50 parallel fetches of 20-100 kB) and 100 parallel 1 MiB downloads, vs kernel TCP on the best single path", buildPages},
 }
 
 // ScenarioNames lists the scenario names in the order "all" runs them.

@@ -68,7 +68,7 @@ func TestTableShapes(t *testing.T) {
 	m := tablesOf(t, false, "all")
 	want := map[string]int{"4.4/4.6": 7, "4.8": 35, "4.12": 49, "4.14": 42, "4.20": 49, "4.22": 42, "4.24": 49,
 		"4.24x3": 21, "rtt": 4, "rtt-queue": 12, "loss": 4, "proxy": 3, "ttfb": 1, "direct": 2, "unlimited": 1,
-		"fast": 1, "fast-unlimited": 1, "uplinks": 6}
+		"fast": 1, "fast-unlimited": 1, "pages": 2, "manyflows": 1, "uplinks": 6}
 	for id, n := range want {
 		tb := m[id]
 		if tb == nil {
