@@ -554,18 +554,19 @@ func (p *pathState) minCwnd() int {
 }
 
 // onTimeout is the path's retransmission timeout: everything in flight on it is
-// presumed lost (the caller re-sends it elsewhere), the path restarts small.
+// presumed lost (the caller re-sends it elsewhere), the path restarts small. A path
+// still in startup keeps searching for its bandwidth: a timeout there says little
+// about the rate (with a window of a few segments, one lost last segment is enough, as
+// nothing sent after it can reveal the loss), and ending startup from a window of a
+// few segments left a 300 ms path at 30% random loss under 50 kB/s for 15 s in the lab
+// (the probe cycle grows the estimate by a quarter every 8 round trips). Startup still
+// ends on a bandwidth plateau or a lossy round with a queue (checkFullPipe).
 func (p *pathState) onTimeout(now time.Time) {
 	p.timeouts++
 	p.backoff++
 	p.v.Cwnd = p.minCwnd()
 	p.rtoAt = time.Time{}
 	p.appLimitedTo = 0
-	p.filledPipe = true
-	if p.mode == modeStartup {
-		p.mode = modeDrain
-		p.pacingGain, p.cwndGain = drainGain, startupGain
-	}
 }
 
 // reset returns the path to its starting state (it came back after being down).

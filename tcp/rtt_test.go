@@ -7,8 +7,8 @@ package tcp_test
 //
 //	TestRTTRows   the floors: >= 85% of the sum at 10/160 and 10/300, >= 75% at 10/600,
 //	              and never below the best single path (measured in the same run); with
-//	              30% loss on the long path >= 1.2 x the best single path (the lossy path
-//	              carries a third of the bytes: 1.24-1.64 x); the receive window each row used (the
+//	              30% loss on the long path >= 1.35 x the best single path (the lossy path
+//	              carries a third of the bytes: 1.42-1.64 x); the receive window each row used (the
 //	              receiver's largest out-of-order hold) is logged and must stay under
 //	              the 2 x sum x RTT_max ceiling (RTT_max with a full queue).
 //
@@ -66,9 +66,11 @@ const singleMargin = 0.99
 
 // lossySingle: with 30% loss on the long path, what it must add. The path carries 7
 // Mbit/s of a 10 Mbit/s bottleneck when its controller tells random loss from a full
-// queue (1.24-1.64 x the best single path over the seeds and rows); before, every round
-// over 2% loss cut its window and its bandwidth samples decayed (0.5 Mbit/s, 1.00-1.20 x).
-const lossySingle = 1.2
+// queue (1.42-1.64 x the best single path over the seeds and rows); before, every round
+// over 2% loss cut its window and its bandwidth samples decayed (0.5 Mbit/s, 1.00-1.20
+// x), and a timeout in startup (seed 2: a lost SYN-time segment) ended the bandwidth
+// search at a few segments (1.24-1.34 x).
+const lossySingle = 1.35
 
 func TestRTTRows(t *testing.T) {
 	size := scaled(20 * mib)
