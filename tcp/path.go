@@ -116,6 +116,7 @@ type pathState struct {
 	roundDelivered     uint64
 	roundRTT           time.Duration // largest RTT sample of the round: did a queue fill?
 	randLoss           float64       // smoothed fraction of bytes lost at random (not to a queue)
+	priorCwnd          int           // the window before a run of timeouts, restored by the next delivery
 	inflightHi         int           // ceiling on the window after lossy rounds; 0: none
 	lossFreeRounds     int
 
@@ -379,6 +380,19 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 	p.updateMode(now, rs)
 	p.setPacingRate()
 	p.setCwnd(rs.delivered)
+	if p.priorCwnd > 0 && rs.delivered > 0 {
+		// The path delivers again after a timeout: back to the window it had (BBR's
+		// restore of the window saved at a timeout), within the loss ceiling. A timeout
+		// is often one lost last segment that nothing sent after it could reveal; the
+		// bandwidth model did not change, and regrowing from two segments takes a long
+		// path seconds.
+		cw := p.priorCwnd
+		if p.inflightHi > 0 {
+			cw = min(cw, p.inflightHi)
+		}
+		p.v.Cwnd = max(p.v.Cwnd, cw)
+		p.priorCwnd = 0
+	}
 }
 
 func (p *pathState) checkFullPipe(rs *rateSample) {
@@ -554,7 +568,8 @@ func (p *pathState) minCwnd() int {
 }
 
 // onTimeout is the path's retransmission timeout: everything in flight on it is
-// presumed lost (the caller re-sends it elsewhere), the path restarts small. A path
+// presumed lost (the caller re-sends it elsewhere), the path restarts small until it
+// delivers again (then onAck restores the window it had). A path
 // still in startup keeps searching for its bandwidth: a timeout there says little
 // about the rate (with a window of a few segments, one lost last segment is enough, as
 // nothing sent after it can reveal the loss), and ending startup from a window of a
@@ -564,6 +579,9 @@ func (p *pathState) minCwnd() int {
 func (p *pathState) onTimeout(now time.Time) {
 	p.timeouts++
 	p.backoff++
+	if p.priorCwnd == 0 {
+		p.priorCwnd = p.v.Cwnd
+	}
 	p.v.Cwnd = p.minCwnd()
 	p.rtoAt = time.Time{}
 	p.appLimitedTo = 0
