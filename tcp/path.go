@@ -485,12 +485,14 @@ const maxRandLoss = 0.5
 
 // roundLoss reports whether the round that just ended lost more than 2% of its bytes
 // (at least two segments), and whether its largest RTT sample rose above the path's
-// minimum by more than queueSignal: congestion loss comes from a full queue, which
-// delays what it does deliver; random loss (a lossy link, a relay dropping at random)
-// comes at any RTT. A round without an RTT sample counts as queued.
+// minimum by more than queueSignal plus the RTT variation (RFC 6298's RTTVAR): congestion
+// loss comes from a full queue, which delays what it does deliver; random loss (a lossy
+// link, a relay dropping at random) comes at any RTT. RTTVAR keeps jitter that is not
+// queueing (a loaded host's scheduling: 5-25 ms on a 300 ms lab path at load 4) from
+// reading as a full queue. A round without an RTT sample counts as queued.
 func (p *pathState) roundLoss() (lossy, queued bool) {
 	lossy = p.roundLost >= uint64(2*p.mss) && p.roundLost*50 > p.roundDelivered+p.roundLost
-	queued = p.roundRTT == 0 || p.minRTT == 0 || p.roundRTT > p.minRTT+queueSignal(p.minRTT)
+	queued = p.roundRTT == 0 || p.minRTT == 0 || p.roundRTT > p.minRTT+queueSignal(p.minRTT)+p.rttvar
 	return lossy, queued
 }
 
