@@ -102,7 +102,10 @@ type pathCC struct {
 	cwnd               int     // bytes, the whole path
 	roundLost          uint64
 	roundDelivered     uint64
-	inflightHi         int // ceiling on the window after lossy rounds; 0: none
+	roundRTT           time.Duration // largest RTT sample of the round: did a queue fill?
+	randLoss           float64       // smoothed fraction of bytes lost at random (not to a queue)
+	priorCwnd          int           // the window before a run of timeouts, restored by the next delivery
+	inflightHi         int           // ceiling on the window after lossy rounds; 0: none
 	lossFreeRounds     int
 
 	// The path's counters, over every connection there was (kept here once; read
@@ -127,7 +130,8 @@ func (c *pathCC) start() {
 	c.fullBw, c.fullBwCount, c.filledPipe = 0, 0, false
 	c.cycleIdx, c.cycleStart = 0, time.Time{}
 	c.pacingRate = 0
-	c.roundLost, c.roundDelivered = 0, 0
+	c.roundLost, c.roundDelivered, c.roundRTT = 0, 0, 0
+	c.randLoss, c.priorCwnd = 0, 0
 	c.inflightHi, c.lossFreeRounds = 0, 0
 	c.appLimitedTo = 0
 }
@@ -163,7 +167,7 @@ func (c *pathCC) shareLocked(busy bool) pathShare {
 		n++
 	}
 	if n <= 1 {
-		return pathShare{cwnd: c.cwnd, pacing: c.pacingRate, bw: c.bw.get()}
+		return pathShare{cwnd: c.cwnd, pacing: c.pacingRate, bw: c.arrivalRate()}
 	}
 	// Whole segments: a share of 1.6 segments is one segment in flight, and a hundred
 	// flows each a fraction short left a window-limited path 30% short of its window.
@@ -173,8 +177,12 @@ func (c *pathCC) shareLocked(busy bool) pathShare {
 	if c.inflight+c.mss <= c.cwnd {
 		segs++
 	}
-	return pathShare{cwnd: max(segs, 1) * c.mss, pacing: c.pacingRate / float64(n), bw: c.bw.get() / float64(n), shared: true}
+	return pathShare{cwnd: max(segs, 1) * c.mss, pacing: c.pacingRate / float64(n), bw: c.arrivalRate() / float64(n), shared: true}
 }
+
+// arrivalRate is what the path delivers: the bandwidth model less the share lost at
+// random (the schedulers' rate).
+func (c *pathCC) arrivalRate() float64 { return c.bw.get() * (1 - c.randLoss) }
 
 func (c *pathCC) bdp() float64 {
 	bw := c.bw.get()
@@ -246,7 +254,7 @@ func (rs *rateSample) take(seg *txSeg, now time.Time, ackPath int) {
 
 // onAckLocked runs the model after an acknowledgement delivered or lost bytes on the
 // path. srtt and minRTT are the acknowledged connection's (after this sample).
-func (c *pathCC) onAckLocked(now time.Time, rs *rateSample, srtt, minRTT time.Duration) {
+func (c *pathCC) onAckLocked(now time.Time, rs *rateSample, srtt, minRTT, rttvar time.Duration) {
 	if minRTT > 0 && (c.minRTT == 0 || minRTT < c.minRTT) {
 		c.minRTT = minRTT
 	}
@@ -262,6 +270,9 @@ func (c *pathCC) onAckLocked(now time.Time, rs *rateSample, srtt, minRTT time.Du
 	}
 	roundStart := false
 	if rs.has {
+		if rs.rtt > 0 {
+			c.roundRTT = max(c.roundRTT, rs.rtt)
+		}
 		c.firstSentTime = rs.sentAt
 		// A round trip ends when a segment sent after the previous round began is delivered.
 		if rs.prior >= c.nextRoundDelivered {
@@ -274,28 +285,46 @@ func (c *pathCC) onAckLocked(now time.Time, rs *rateSample, srtt, minRTT time.Du
 		ackElapsed := now.Sub(rs.priorTime)
 		interval := max(sendElapsed, ackElapsed)
 		if interval > 0 && c.minRTT > 0 && interval >= c.minRTT/2 && c.delivered >= rs.prior {
-			rate := float64(c.delivered-rs.prior) / interval.Seconds()
+			// Bytes lost at random were carried by the path as far as the loss: the rate
+			// the path takes is the delivered rate over the share that survives. Without
+			// this, loss above 20% (1 - 1/1.25, the probe gain) shrinks every probe's
+			// sample below the estimate it probed from, and the estimate decays to nothing
+			// (30% loss on a 300 ms path: 7.1 -> 1.7 Mbit/s in 11 s, issue 13).
+			rate := float64(c.delivered-rs.prior) / interval.Seconds() / (1 - c.randLoss)
 			if !rs.appLimited || rate >= c.bw.get() {
 				c.bw.update(rate, c.round, bwWindowRounds)
 			}
 		}
 	}
 	if roundStart {
-		c.checkFullPipe(rs, srtt)
-		c.boundInflight()
-		c.roundLost, c.roundDelivered = 0, 0
+		c.checkFullPipe(rs, srtt, rttvar)
+		c.boundInflight(rttvar)
+		c.roundLost, c.roundDelivered, c.roundRTT = 0, 0, 0
 	}
 	c.updateMode(now, rs)
 	c.setPacingRateLocked(srtt)
 	c.setCwnd(rs.delivered)
+	if c.priorCwnd > 0 && rs.delivered > 0 {
+		// The path delivers again after a timeout: back to the window it had (BBR's
+		// restore of the window saved at a timeout), within the loss ceiling. A timeout
+		// is often one lost last segment that nothing sent after it could reveal; the
+		// bandwidth model did not change, and regrowing from two segments takes a long
+		// path seconds.
+		cw := c.priorCwnd
+		if c.inflightHi > 0 {
+			cw = min(cw, c.inflightHi)
+		}
+		c.cwnd = max(c.cwnd, cw)
+		c.priorCwnd = 0
+	}
 }
 
-func (c *pathCC) checkFullPipe(rs *rateSample, srtt time.Duration) {
+func (c *pathCC) checkFullPipe(rs *rateSample, srtt, rttvar time.Duration) {
 	if c.filledPipe {
 		return
 	}
 	// Heavy loss in a round ends the search (a shallow buffer overflowed).
-	if c.roundLost >= uint64(2*c.mss) && c.roundLost*50 > c.roundDelivered+c.roundLost {
+	if lossy, queued := c.roundLoss(rttvar); lossy && queued {
 		c.filledPipe = true
 		return
 	}
@@ -325,15 +354,26 @@ func (c *pathCC) checkFullPipe(rs *rateSample, srtt time.Duration) {
 }
 
 // boundInflight runs at the end of each round trip: a round that lost more than 2% of
-// what it delivered means the path's queue overflows (many flows share it, or a probe
-// went too far), so the amount in flight gets a ceiling 30% below the window that lost;
-// each round without such loss raises the ceiling again, by 1, 2, 4 ... 32 segments,
-// and once it clears three bandwidth-delay products it is dropped. Random loss below
-// the threshold leaves the window alone (the reason for a model-based controller).
-// This is BBRv2's inflight_hi in its simplest form.
-func (c *pathCC) boundInflight() {
+// what it delivered while a queue built up (roundLoss) means the path's queue overflows
+// (many flows share it, or a probe went too far), so the amount in flight gets a ceiling
+// 30% below the window that lost; each other round raises the ceiling again, by 1, 2, 4
+// ... 32 segments, and once it clears three bandwidth-delay products it is dropped.
+// Random loss leaves the window alone (the reason for a model-based controller): below
+// the threshold, and above it when the round's RTT shows no queue. This is BBRv2's
+// inflight_hi in its simplest form, minus its collapse under random loss: at 30% loss
+// on a 10 Mbit/s path every round is over 2%, and each cut made the next round's
+// bandwidth sample (and so the BDP floor below) smaller, down to a few segments (0.5
+// Mbit/s, issue 13's lossy rows).
+func (c *pathCC) boundInflight(rttvar time.Duration) {
 	total := c.roundDelivered + c.roundLost
-	if c.roundLost >= uint64(2*c.mss) && c.roundLost*50 > total {
+	lossy, queued := c.roundLoss(rttvar)
+	if total > 0 && (!lossy || !queued) {
+		// Loss without a queue behind it is the path's own: smooth its fraction over
+		// about four rounds (at most a half counts, so that a burst of losses cannot
+		// double the estimate).
+		c.randLoss = min((3*c.randLoss+float64(c.roundLost)/float64(total))/4, maxRandLoss)
+	}
+	if lossy && queued {
 		base := c.cwnd
 		if c.inflightHi > 0 {
 			base = min(base, c.inflightHi)
@@ -356,6 +396,32 @@ func (c *pathCC) boundInflight() {
 	if bdp := c.bdp(); bdp > 0 && float64(c.inflightHi) > 3*bdp+float64(3*c.mss) {
 		c.inflightHi = 0
 	}
+}
+
+// maxRandLoss bounds the random loss fraction the bandwidth model compensates for.
+const maxRandLoss = 0.5
+
+// roundLoss reports whether the round that just ended lost more than 2% of its bytes
+// (at least two segments), and whether its largest RTT sample rose above the path's
+// minimum by more than queueSignal plus the RTT variation (RFC 6298's RTTVAR, the
+// asking connection's): congestion loss comes from a full queue, which delays what it
+// does deliver; random loss (a lossy link, a relay dropping at random) comes at any
+// RTT. RTTVAR keeps jitter that is not queueing (a loaded host's scheduling: 5-25 ms
+// on a 300 ms lab path at load 4) from reading as a full queue. A round without an RTT
+// sample counts as queued.
+func (c *pathCC) roundLoss(rttvar time.Duration) (lossy, queued bool) {
+	lossy = c.roundLost >= uint64(2*c.mss) && c.roundLost*50 > c.roundDelivered+c.roundLost
+	queued = c.roundRTT == 0 || c.minRTT == 0 || c.roundRTT > c.minRTT+queueSignal(c.minRTT)+rttvar
+	return lossy, queued
+}
+
+// queueSignal is how far above a path's minimum an RTT sample must be to show a queue:
+// 2 ms (timer and scheduling jitter) plus a quarter of a percent of the minimum, so that
+// a 5 ms queue (tbf latency 5ms, an AQM's target) still shows on a 600 ms path (at 1%,
+// probes overflowing it there passed for random loss: 10/600 ms with a 5 ms queue fell
+// from 82% to 75% of the sum in simnet).
+func queueSignal(minRTT time.Duration) time.Duration {
+	return 2*time.Millisecond + minRTT/400
 }
 
 func (c *pathCC) updateMode(now time.Time, rs *rateSample) {
@@ -722,7 +788,7 @@ func (p *pathState) onAck(now time.Time, rs *rateSample) {
 	c := p.cc
 	c.mu.Lock()
 	c.mss = p.mss
-	c.onAckLocked(now, rs, p.srtt, p.minRTT)
+	c.onAckLocked(now, rs, p.srtt, p.minRTT, p.rttvar)
 	sh := c.shareLocked(p.busy)
 	c.mu.Unlock()
 	p.apply(sh)
@@ -740,14 +806,20 @@ func (p *pathState) onTimeout(now time.Time) {
 	c := p.cc
 	c.mu.Lock()
 	if !c.lastDelivery.After(p.rtoSince) {
+		// The window restarts small until the path delivers again (then onAckLocked
+		// restores the one it had). A path still in startup keeps searching for its
+		// bandwidth: a timeout there says little about the rate (with a window of a few
+		// segments, one lost last segment is enough, as nothing sent after it can
+		// reveal the loss), and ending startup from a window of a few segments left a
+		// 300 ms path at 30% random loss under 50 kB/s for 15 s in the lab (the probe
+		// cycle grows the estimate by a quarter every 8 round trips). Startup still ends
+		// on a bandwidth plateau or a lossy round with a queue (checkFullPipe).
 		p.timeouts++
+		if c.priorCwnd == 0 {
+			c.priorCwnd = c.cwnd
+		}
 		c.cwnd = c.minCwnd()
 		c.appLimitedTo = 0
-		c.filledPipe = true
-		if c.mode == modeStartup {
-			c.mode = modeDrain
-			c.pacingGain, c.cwndGain = drainGain, startupGain
-		}
 	}
 	sh := c.shareLocked(p.busy)
 	c.mu.Unlock()

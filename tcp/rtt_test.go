@@ -6,15 +6,20 @@ package tcp_test
 // synctest bubble), every transfer sha256-checked by runScenario.
 //
 //	TestRTTRows   the floors: >= 85% of the sum at 10/160 and 10/300, >= 75% at 10/600,
-//	              and never below the best single path (measured in the same run), also
-//	              with 30% loss on the long path; the receive window each row used (the
+//	              and never below the best single path (measured in the same run); with
+//	              30% loss on the long path >= 1.35 x the best single path (the lossy path
+//	              carries a third of the bytes: 1.42-1.64 x); the receive window each row used (the
 //	              receiver's largest out-of-order hold) is logged and must stay under
 //	              the 2 x sum x RTT_max ceiling (RTT_max with a full queue).
 //
 // MPATH_RTT_TRACE=rtt_ms,queue_ms,loss[,seed] (e.g. 160,5,0) runs one row with the sender's
-// per-path state logged every 500 ms (TestRTTTrace).
+// per-path state logged every 500 ms (TestRTTTrace); MPATH_RTT_JITTER=10ms adds that much
+// uniform jitter to path 2 (a tenth of it to path 1), as a loaded lab host has: 600,5,0.3
+// then makes 9.7 Mbit/s instead of 13.9 (lossy rounds read as a full queue, the window
+// stays at one BDP; issue 13's open end).
 
 import (
+	"cmp"
 	"fmt"
 	"os"
 	"testing"
@@ -35,19 +40,20 @@ func rttPaths(rtt, q time.Duration, loss float64) []simnet.PathSpec {
 }
 
 type rttRow struct {
-	rtt   time.Duration
-	loss  float64
-	floor float64 // of the sum of the path rates; 0: only "not below the best single path"
+	rtt    time.Duration
+	loss   float64
+	floor  float64 // of the sum of the path rates; 0: none
+	single float64 // of the best single path; 0: singleMargin ("not below it")
 }
 
 func rttRows() []rttRow {
 	return []rttRow{
-		{160 * time.Millisecond, 0, 0.85},
-		{300 * time.Millisecond, 0, 0.85},
-		{600 * time.Millisecond, 0, 0.75},
-		{160 * time.Millisecond, 0.3, 0},
-		{300 * time.Millisecond, 0.3, 0},
-		{600 * time.Millisecond, 0.3, 0},
+		{160 * time.Millisecond, 0, 0.85, 0},
+		{300 * time.Millisecond, 0, 0.85, 0},
+		{600 * time.Millisecond, 0, 0.75, 0},
+		{160 * time.Millisecond, 0.3, 0, lossySingle},
+		{300 * time.Millisecond, 0.3, 0, lossySingle},
+		{600 * time.Millisecond, 0.3, 0, lossySingle},
 	}
 }
 
@@ -57,12 +63,17 @@ var rttQueues = []struct {
 }{{"short queue", 5 * time.Millisecond}, {"long queue", 200 * time.Millisecond}}
 
 // singleMargin: how close to the best single path a row must come. The target is "never
-// below it"; with 30% loss on the long path that path adds little (0.5-20%: its window
-// stays small under the loss), and what it adds is traded against the end of the flow
-// (its last segments there: re-sent on the fast path once overdue, reinjectTail), so
-// the worst rows land at 0.996x. One percent covers that, a real regression (a slow path
-// holding the flow back) costs far more.
+// below it"; one percent covers the end of a flow (its last segments wait for the fast
+// path), a real regression (a slow path holding the flow back) costs far more.
 const singleMargin = 0.99
+
+// lossySingle: with 30% loss on the long path, what it must add. The path carries 7
+// Mbit/s of a 10 Mbit/s bottleneck when its controller tells random loss from a full
+// queue (1.42-1.64 x the best single path over the seeds and rows); before, every round
+// over 2% loss cut its window and its bandwidth samples decayed (0.5 Mbit/s, 1.00-1.20
+// x), and a timeout in startup (seed 2: a lost SYN-time segment) ended the bandwidth
+// search at a few segments (1.24-1.34 x).
+const lossySingle = 1.35
 
 func TestRTTRows(t *testing.T) {
 	size := scaled(20 * mib)
@@ -102,8 +113,8 @@ func TestRTTRows(t *testing.T) {
 					if row.floor > 0 && r.ratio(sum) < row.floor {
 						t.Errorf("%s: %.1f%% of the sum, floor %.0f%%", name, 100*r.ratio(sum), 100*row.floor)
 					}
-					if r.goodput < singleMargin*best {
-						t.Errorf("%s: %.2f Mbit/s, below the best single path (%.2f Mbit/s)", name, r.goodput/mbit, best/mbit)
+					if want := cmp.Or(row.single, singleMargin); r.goodput < want*best {
+						t.Errorf("%s: %.2f Mbit/s, %.2f x the best single path (%.2f Mbit/s), want >= %.2f x", name, r.goodput/mbit, r.goodput/best, best/mbit, want)
 					}
 				}
 			}
@@ -123,6 +134,11 @@ func TestRTTTrace(t *testing.T) {
 		t.Fatalf("MPATH_RTT_TRACE=%q: %v", v, err)
 	}
 	sc := scenario{paths: rttPaths(msd(rtt), msd(q), loss), size: 20 * mib, seed: seed, download: true, trace: 500 * time.Millisecond}
+	if j := os.Getenv("MPATH_RTT_JITTER"); j != "" {
+		d, _ := time.ParseDuration(j)
+		sc.paths[1].Jitter = d
+		sc.paths[0].Jitter = d / 10
+	}
 	r := runScenario(t, sc)
 	logResult(t, "trace", sc, r)
 }

@@ -24,6 +24,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"slices"
 	"sort"
@@ -51,6 +52,13 @@ type Options struct {
 	Stdout    io.Writer // progress lines and tables (default os.Stdout)
 	Logger    *zap.Logger
 	Command   string // the command line, recorded in the report
+	// Cells, when set, keeps only the cells whose "TABLE: ROW, COL" (e.g. "rtt-queue: 10 /
+	// 160 ms, short queue (5 ms)") the regular expression matches, and the tables that
+	// keep any: to re-measure or trace a few cells of a sweep.
+	Cells string
+	// Systems, when set, measures only the systems (mpath, MPTCP, best single path ...)
+	// the regular expression matches.
+	Systems string
 }
 
 // Results is everything a sweep measured. Tables are filled in as the sweep goes; the
@@ -139,15 +147,59 @@ func Tables(o Options) ([]*Table, error) {
 	if err := o.fill(); err != nil {
 		return nil, err
 	}
+	var keep *regexp.Regexp
+	if o.Cells != "" {
+		var err error
+		if keep, err = regexp.Compile(o.Cells); err != nil {
+			return nil, fmt.Errorf("%w: cells: %v", errOptions, err)
+		}
+	}
+	var sys *regexp.Regexp
+	if o.Systems != "" {
+		var err error
+		if sys, err = regexp.Compile(o.Systems); err != nil {
+			return nil, fmt.Errorf("%w: systems: %v", errOptions, err)
+		}
+	}
 	var out []*Table
 	for _, name := range o.Scenarios {
 		for _, s := range scenarios {
-			if s.name == name {
-				out = append(out, s.build(o.Quick)...)
+			if s.name != name {
+				continue
+			}
+			for _, t := range s.build(o.Quick) {
+				if sys != nil {
+					for _, c := range t.Cells {
+						c.measures = slices.DeleteFunc(c.measures, func(m Measure) bool { return !sys.MatchString(m.System) })
+					}
+				}
+				if keep == nil || filterCells(t, keep) {
+					out = append(out, t)
+				}
 			}
 		}
 	}
+	if keep != nil && len(out) == 0 {
+		return nil, fmt.Errorf("%w: no cell matches %q (see --list)", errOptions, o.Cells)
+	}
 	return out, nil
+}
+
+// filterCells keeps t's cells whose "ID: row, col" keep matches, and the rows and
+// columns that still have cells. It reports whether any cell is left.
+func filterCells(t *Table, keep *regexp.Regexp) bool {
+	var cells []*Cell
+	rows, cols := map[string]bool{}, map[string]bool{}
+	for _, c := range t.Cells {
+		if keep.MatchString(t.ID + ": " + c.Row + ", " + c.Col) {
+			cells = append(cells, c)
+			rows[c.Row], cols[c.Col] = true, true
+		}
+	}
+	t.Cells = cells
+	t.Rows = slices.DeleteFunc(t.Rows, func(r string) bool { return !rows[r] })
+	t.Cols = slices.DeleteFunc(t.Cols, func(c string) bool { return !cols[c] })
+	return len(cells) > 0
 }
 
 // runner holds the sweep's state. It is used by one goroutine.

@@ -190,6 +190,33 @@ func TestOptionsErrors(t *testing.T) {
 	}
 }
 
+// --cells and --systems: a few cells of a sweep, only the systems asked for.
+func TestCellsFilter(t *testing.T) {
+	ts, err := Tables(Options{Scenarios: []string{"rtt"}, Bin: "/bin/true",
+		Cells: `rtt-queue: 10 / 160 ms(, path 2 loses 30%)?, short`, Systems: `^mpath$`})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(ts) != 1 || ts[0].ID != "rtt-queue" {
+		t.Fatalf("got %d tables, want rtt-queue alone", len(ts))
+	}
+	tb := ts[0]
+	if len(tb.Cells) != 2 || len(tb.Rows) != 2 || len(tb.Cols) != 1 || tb.Cols[0] != "short queue (5 ms)" {
+		t.Fatalf("cells %d, rows %q, cols %q", len(tb.Cells), tb.Rows, tb.Cols)
+	}
+	for _, c := range tb.Cells {
+		if !strings.HasPrefix(c.Row, "10 / 160 ms") || len(c.measures) != 1 || c.measures[0].System != sysMpath {
+			t.Errorf("cell %q/%q measures %v", c.Row, c.Col, c.measures)
+		}
+	}
+	for _, o := range []Options{{Cells: "no such cell"}, {Cells: "("}, {Systems: "("}} {
+		o.Scenarios, o.Bin = []string{"rtt"}, "/bin/true"
+		if _, err := Tables(o); err == nil {
+			t.Errorf("cells %q systems %q accepted", o.Cells, o.Systems)
+		}
+	}
+}
+
 // Weight ratio 1:k: path 1 gets one packet for every k over the other paths together.
 func TestWeightsFor(t *testing.T) {
 	for _, n := range []int{2, 5} {

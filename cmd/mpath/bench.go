@@ -277,6 +277,8 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	fs.IntVar(&opt.Base, "base", 76, "second address `octet` B of the lab: 10.B.x.y")
 	fs.Float64Var(&opt.Seconds, "seconds", 5, "target `seconds` per transfer (1 with --quick unless given)")
 	fs.IntVar(&opt.Repeat, "repeat", 1, "measure each figure `N` times and keep the median")
+	fs.StringVar(&opt.Cells, "cells", "", "only the cells whose \"TABLE: ROW, COL\" matches this `regexp` (see --list), e.g. 'rtt-queue: 10 / 160 ms, short'")
+	fs.StringVar(&opt.Systems, "systems", "", "measure only the systems whose name matches this `regexp`, e.g. '^mpath$'")
 	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
 	render := fs.Bool("render", false, "no lab: re-draw report.md and the charts in --out from its results.json, e.g. --lab all --render --out bench-out")
 	debug := fs.Bool("debug", false, "debug logging")
@@ -309,6 +311,11 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 		}
 		for _, t := range tables {
 			fmt.Fprintf(stdout, "%-9s %-9s %3d cells  %s\n", t.ID, t.Scenario, len(t.Cells), t.Title)
+			if opt.Cells != "" {
+				for _, c := range t.Cells {
+					fmt.Fprintf(stdout, "  %s: %s, %s\n", t.ID, c.Row, c.Col)
+				}
+			}
 		}
 		return nil
 	}
