@@ -49,6 +49,7 @@ var nodeMetrics = []struct{ name, help string }{
 	{"mpath_flows", "engine connections (all states)"},
 	{"mpath_reorder_max_depth", "most segments held out of order by one live connection"},
 	{"mpath_reorder_held_bytes", "bytes held out of order now, all connections"},
+	{"mpath_reorder_max_bytes", "most bytes held out of order by one live connection: the receive window it needed"},
 	{"mpath_engine_memory_bytes", "bytes counted against the engine's memory budget (buffers of all flows, input queues)"},
 	{"mpath_engine_memory_budget_bytes", "the engine's memory budget (--mem-budget)"},
 	{"mpath_reorder_hold_max_seconds", "longest time a live connection held a segment out of order"},
@@ -154,6 +155,7 @@ func (c *nodeCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge("mpath_flows", float64(st.Flows))
 	gauge("mpath_reorder_max_depth", float64(st.ReorderMaxDepth))
 	gauge("mpath_reorder_held_bytes", float64(st.ReorderHeldBytes))
+	gauge("mpath_reorder_max_bytes", float64(st.ReorderMaxBytes))
 	gauge("mpath_engine_memory_bytes", float64(st.MemoryUsed))
 	gauge("mpath_engine_memory_budget_bytes", float64(st.MemoryBudget))
 	gauge("mpath_reorder_hold_max_seconds", st.ReorderHoldMax.Seconds())
