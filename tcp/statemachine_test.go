@@ -2020,7 +2020,8 @@ func (p *pair) check() {
 
 // checkEndpoint verifies what must hold for a live endpoint after every step:
 // snd.una <= snd.nxt; the transmit log covers [snd.una, snd.nxt) contiguously; each
-// path's InFlight is >= 0 and is the sum of the in-flight log entries sent on it.
+// path's InFlight is >= 0 and is the sum of the in-flight log entries sent on it, its
+// timer is idle when nothing is in flight, and its controller agrees.
 func checkEndpoint(e *endpoint) error {
 	if e.done {
 		return nil
@@ -2063,6 +2064,22 @@ func checkEndpoint(e *endpoint) error {
 	for p := range e.view {
 		if e.view[p].InFlight < 0 || e.view[p].InFlight != sum[p] {
 			return fmt.Errorf("path %d: InFlight %d, in-flight log entries sum to %d", p, e.view[p].InFlight, sum[p])
+		}
+		// One owner per fact: in flight changes only through the path's methods, which
+		// keep the path controller's total and stop the path's timer at zero.
+		ps := &e.paths[p]
+		if e.view[p].InFlight == 0 && !ps.rtoAt.IsZero() {
+			return fmt.Errorf("path %d: nothing in flight, yet its timer is armed for %v", p, ps.rtoAt)
+		}
+		if e.cfg.ccs == nil { // the controller is this endpoint's alone
+			snap := ps.cc.snapshot()
+			busy := 0
+			if ps.busy {
+				busy = 1
+			}
+			if snap.inflight != e.view[p].InFlight || snap.busy != busy {
+				return fmt.Errorf("path %d: controller holds %d in flight and %d busy, the endpoint %d and %v", p, snap.inflight, snap.busy, e.view[p].InFlight, ps.busy)
+			}
 		}
 	}
 	if n := e.rb.length() + e.rq.Bytes(); n > e.cfg.rcvLimit {

@@ -39,9 +39,9 @@ var pathMetrics = []struct{ name, help string }{
 	{"mpath_path_send_errors_total", "batches the link failed to send on the path"},
 	{"mpath_path_srtt_seconds", "smoothed RTT of the path (latest connection with a sample)"},
 	{"mpath_path_min_rtt_seconds", "minimum RTT of the path, averaged over live connections"},
-	{"mpath_path_cwnd_bytes", "congestion windows of the path, summed over live connections"},
-	{"mpath_path_inflight_bytes", "bytes in flight on the path, summed over live connections"},
-	{"mpath_path_delivery_rate_bytes_per_second", "measured delivery rate of the path, summed over live connections"},
+	{"mpath_path_cwnd_bytes", "congestion window of the path (its connections draw shares of it)"},
+	{"mpath_path_inflight_bytes", "bytes in flight on the path, all connections"},
+	{"mpath_path_delivery_rate_bytes_per_second", "the path's bandwidth estimate (its congestion controller's model)"},
 	{"mpath_path_delivered_ratio", "fraction of all delivered bytes that went over the path (0..1)"},
 }
 
