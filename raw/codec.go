@@ -199,6 +199,31 @@ func (e *Encoder) TCP(seg *tcpseg.Segment) ([]byte, error) {
 	return b, nil
 }
 
+// TCPHeaders encodes seg's inner packet like TCP but stops before the payload: the
+// result is the IPv4 (DF) and TCP headers, with the total length and both checksums
+// covering seg.Payload, which is not copied. Sent back to back (two iovecs), the two
+// are the packet TCP would return. The result is valid until the next call on e.
+func (e *Encoder) TCPHeaders(seg *tcpseg.Segment) ([]byte, error) {
+	if err := e.prepare(seg, ipv4HeaderLen); err != nil {
+		return nil, err
+	}
+	payload := e.payload
+	e.payload = nil
+	err := gopacket.SerializeLayers(e.buf, serializeOpts, e.plain[:]...)
+	e.payload = payload
+	if err != nil {
+		return nil, err
+	}
+	b := e.buf.Bytes()
+	binary.BigEndian.PutUint16(b[2:4], uint16(len(b)+len(payload)))
+	putIPChecksum(b)
+	t := b[ipv4HeaderLen:] // a multiple of 4 bytes long: the payload's words line up
+	t[16], t[17] = 0, 0
+	acc := sum(t, pseudoSum(b[12:16], b[16:20], protoTCP, len(t)+len(payload)))
+	binary.BigEndian.PutUint16(t[16:18], checksum(payload, acc))
+	return b, nil
+}
+
 // putIPChecksum fills in the checksum of the option-less IPv4 header at the start of b.
 func putIPChecksum(b []byte) {
 	b[10], b[11] = 0, 0

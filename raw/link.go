@@ -3,9 +3,12 @@ package raw
 // Link: the engine's packets over IPIP or UDP (fou).
 //
 //	Send(path, segs) --> pooled Encoders (inner IPv4 ID tagged with the path, PathTag):
-//	                     IPIP(path.Local -> path.Relay | seg) or
-//	                     UDP(path.Local:Port -> path.Relay:Port | seg) --> the path's
-//	                     Sender (bound to path.Dev) --> sendmmsg
+//	                     IPIP(path.Local -> path.Relay | seg) --> the path's Sender
+//	                     (raw socket bound to path.Dev) --> sendmmsg, or
+//	                     inner headers + payload (iovecs, no copy) --> the path's UDP
+//	                     socket (path.Local:Port, path.Dev; udpsend.go) --> sendmmsg of
+//	                     GSO datagrams to path.Relay:Port (the raw socket with whole
+//	                     UDP packets if no UDP socket could be bound)
 //	                     (learning mode: the destination is the client's learned endpoint
 //	                     for that path, see learn.go)
 //
@@ -129,7 +132,8 @@ type LinkStats struct {
 
 type linkPath struct {
 	cfg     PathConfig
-	sender  *Sender
+	sender  *Sender    // raw IPv4: IPIP, keepalives, UDP where no UDP socket could be had
+	udp     *udpSender // --encap udp: the UDP socket (GSO, header/payload iovecs), shared by paths on one device and address
 	ifindex int
 
 	txPackets, txBytes, txErrors atomic.Uint64
@@ -148,7 +152,8 @@ type Link struct {
 	recv  *Receiver
 	guard *Guard
 
-	txPool sync.Pool // *txBatch
+	txPool sync.Pool    // *txBatch
+	udps   []*udpSender // distinct UDP sockets of the paths (--encap udp)
 
 	running atomic.Bool
 	closed  atomic.Bool
@@ -244,6 +249,9 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 		}
 		p.sender = s
 	}
+	if cfg.Encap.Kind == EncapUDP {
+		l.openUDP()
+	}
 	if len(cfg.AcceptFrom) == 0 {
 		for _, p := range l.paths {
 			l.cfg.AcceptFrom = append(l.cfg.AcceptFrom, netip.PrefixFrom(p.cfg.Relay, 32))
@@ -295,6 +303,35 @@ func NewLink(cfg LinkConfig) (*Link, error) {
 		go l.keepalives(ka)
 	}
 	return l, nil
+}
+
+// openUDP gives every path a UDP socket on its device, local address and the
+// encapsulation port, one socket per (device, address). A path whose socket cannot be
+// had (the port taken, say) keeps sending UDP through its raw socket, as before.
+func (l *Link) openUDP() {
+	type key struct {
+		dev   string
+		local netip.Addr
+	}
+	socks := map[key]*udpSender{}
+	for i, p := range l.paths {
+		k := key{p.cfg.Dev, p.cfg.Local}
+		u, ok := socks[k]
+		if !ok {
+			var err error
+			u, err = newUDPSender(p.cfg.Dev, netip.AddrPortFrom(p.cfg.Local, l.cfg.Encap.Port))
+			if err != nil {
+				l.log.Info("UDP encapsulation through the raw socket (no UDP socket, so no GSO)", zap.Int("path", i), zap.Error(err))
+			} else {
+				l.udps = append(l.udps, u)
+				if !u.gso.Load() {
+					l.log.Info("the kernel has no UDP GSO: one datagram per packet", zap.Int("path", i))
+				}
+			}
+			socks[k] = u
+		}
+		p.udp = u
+	}
 }
 
 // Authorize tells a learning link that the flow (local, remote) is authenticated: its
@@ -363,6 +400,16 @@ func (l *Link) keepalivePacket(buf []byte, p *linkPath) []byte {
 	return pkt
 }
 
+// tooBig is what the path's sockets refused with EMSGSIZE. A UDP socket shared by
+// several paths counts for each of them.
+func (p *linkPath) tooBig() uint64 {
+	n := p.sender.Stats().TooBig
+	if p.udp != nil {
+		n += p.udp.tooBig.Load()
+	}
+	return n
+}
+
 func hasEmptyDev(ps []PathConfig) bool {
 	for _, p := range ps {
 		if p.Dev == "" {
@@ -392,6 +439,7 @@ func firstIPv4(ifi *net.Interface) (netip.Addr, error) {
 type txBatch struct {
 	enc  [sendBatchMax]Encoder
 	pkts [sendBatchMax][]byte
+	udp  [sendBatchMax]udpPacket
 }
 
 // Send encapsulates segs (IPIP or UDP from the path's local address to its relay, or in
@@ -409,6 +457,9 @@ func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 	p.active.Store(true)
 	b := l.txPool.Get().(*txBatch)
 	defer l.txPool.Put(b)
+	if p.udp != nil {
+		return l.sendUDP(p, path, segs, b)
+	}
 	var firstErr error
 	udp := l.cfg.Encap.Kind == EncapUDP
 	src := netip.AddrPortFrom(p.cfg.Local, l.cfg.Encap.Port)
@@ -459,20 +510,75 @@ func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 		}
 		p.txPackets.Add(uint64(sent))
 		p.txBytes.Add(uint64(bytes))
-		if sent < k {
-			p.txErrors.Add(uint64(k - sent))
-		}
-		if err != nil && errors.Is(err, unix.EMSGSIZE) {
-			l.tooBigLog.Do(func() {
-				l.log.Error("the kernel refused a packet as too big for the path's MTU (EMSGSIZE): lower --mss to the path MTU less "+
-					strconv.Itoa(l.cfg.Encap.Overhead()+ipv4HeaderLen+tcpHeaderLen)+" (encapsulation, inner IPv4 and TCP headers), or raise the MTU; counted in too_big",
-					zap.Int("path", path), zap.String("dev", p.cfg.Dev), zap.Stringer("encap", l.cfg.Encap))
-			})
-		}
-		if err != nil && firstErr == nil {
-			firstErr = fmt.Errorf("raw: link: send on path %d: %w", path, err)
-		}
+		l.noteSent(p, path, k, sent, err, &firstErr)
 		clear(b.pkts[:k])
+		segs = segs[n:]
+	}
+	return firstErr
+}
+
+// noteSent counts what a send of k packets left unsent and logs EMSGSIZE once.
+func (l *Link) noteSent(p *linkPath, path, k, sent int, err error, firstErr *error) {
+	if sent < k {
+		p.txErrors.Add(uint64(k - sent))
+	}
+	if err != nil && errors.Is(err, unix.EMSGSIZE) {
+		l.tooBigLog.Do(func() {
+			l.log.Error("the kernel refused a packet as too big for the path's MTU (EMSGSIZE): lower --mss to the path MTU less "+
+				strconv.Itoa(l.cfg.Encap.Overhead()+ipv4HeaderLen+tcpHeaderLen)+" (encapsulation, inner IPv4 and TCP headers), or raise the MTU; counted in too_big",
+				zap.Int("path", path), zap.String("dev", p.cfg.Dev), zap.Stringer("encap", l.cfg.Encap))
+		})
+	}
+	if err != nil && *firstErr == nil {
+		*firstErr = fmt.Errorf("raw: link: send on path %d: %w", path, err)
+	}
+}
+
+// sendUDP is Send through the path's UDP socket: inner headers encoded, payloads
+// referenced (not copied), runs of equal-size packets sent as GSO datagrams.
+func (l *Link) sendUDP(p *linkPath, path int, segs []tcpseg.Segment, b *txBatch) error {
+	var firstErr error
+	dst := netip.AddrPortFrom(p.cfg.Relay, l.cfg.Encap.Port)
+	var now time.Time
+	if l.ret != nil {
+		now = time.Now()
+	}
+	for len(segs) > 0 {
+		n := min(len(segs), sendBatchMax)
+		k := 0
+		for i := range segs[:n] {
+			d := dst
+			if l.ret != nil {
+				ep, ok := l.ret.lookup(segs[i].Src, segs[i].Dst, path, now)
+				if !ok {
+					l.drops[dropNoEndpoint].Add(1)
+					p.txErrors.Add(1)
+					continue
+				}
+				d = ep
+			}
+			enc := &b.enc[i]
+			enc.PathID = uint8(path)
+			hdr, err := enc.TCPHeaders(&segs[i])
+			if err != nil {
+				p.txErrors.Add(1)
+				if firstErr == nil {
+					firstErr = fmt.Errorf("raw: link: send: %w", err)
+				}
+				continue
+			}
+			b.udp[k] = udpPacket{hdr: hdr, payload: segs[i].Payload, dst: d}
+			k++
+		}
+		sent, err := p.udp.Send(b.udp[:k])
+		bytes := 0
+		for i := range b.udp[:sent] {
+			bytes += b.udp[i].size() + OverheadUDP
+		}
+		p.txPackets.Add(uint64(sent))
+		p.txBytes.Add(uint64(bytes))
+		l.noteSent(p, path, k, sent, err, &firstErr)
+		clear(b.udp[:k])
 		segs = segs[n:]
 	}
 	return firstErr
@@ -498,12 +604,54 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcpseg.Segment)) err
 	defer stop()
 
 	dec := NewDecoder()
-	if l.cfg.Encap.Kind == EncapUDP {
+	udp := l.cfg.Encap.Kind == EncapUDP
+	if udp {
 		dec.UDPPort = l.cfg.Encap.Port
 	}
 	batch := make([]tcpseg.Segment, deliverBatch)
 	n, hw := 0, 0 // hw: slots written since the last clear
+	onSuper := func(pkt []byte, ifindex int) bool {
+		outer, sport, payload, ok := UDPSuperPacket(pkt, l.cfg.Encap.Port)
+		if !ok {
+			return false
+		}
+		// Inner packets back to back: each one is decoded on its own as plain IPv4/TCP
+		// (header and TCP checksums verified), then takes the outer header's facts.
+		// The outer UDP checksum is left unchecked: for a local GSO datagram it is only
+		// partial, after GRO it covers nothing, and fou may send none at all.
+		for len(payload) > 0 {
+			if len(payload) < ipv4HeaderLen {
+				l.countDecodeError(ErrTruncated)
+				return true
+			}
+			total := int(binary.BigEndian.Uint16(payload[2:4]))
+			if total < ipv4HeaderLen || total > len(payload) {
+				l.countDecodeError(ErrBadLength)
+				return true
+			}
+			seg := &batch[n]
+			hw = max(hw, n+1)
+			info, err := dec.Decode(payload[:total], seg)
+			payload = payload[total:]
+			if err != nil {
+				l.countDecodeError(err)
+				continue
+			}
+			if info.IPIP || info.UDP {
+				l.countDecodeError(ErrNestedTunnel)
+				continue
+			}
+			info.UDP, info.OuterSrcPort = true, sport
+			info.OuterSrc, info.OuterDst = addrOf4(outer.Src), addrOf4(outer.Dst)
+			info.TTL = outer.TTL
+			l.take(seg, &info, ifindex, total+OverheadUDP, &n, batch, deliver)
+		}
+		return true
+	}
 	onPkt := func(pkt []byte, ifindex int) {
+		if udp && onSuper(pkt, ifindex) {
+			return
+		}
 		seg := &batch[n]
 		hw = max(hw, n+1)
 		info, err := dec.Decode(pkt, seg)
@@ -511,24 +659,7 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcpseg.Segment)) err
 			l.countDecodeError(err)
 			return
 		}
-		if info.Tunneled() && !l.accepts(info.OuterSrc) {
-			l.drops[dropUnknownSource].Add(1)
-			return
-		}
-		if seg.Dst.Addr() != l.cfg.Addr || (len(l.cfg.Ports) > 0 && !inRanges(l.cfg.Ports, seg.Dst.Port())) {
-			l.drops[dropNotOurs].Add(1)
-			return
-		}
-		if l.ret != nil {
-			seg.Path = l.learnRx(seg, &info, len(pkt))
-		} else {
-			seg.Path = l.countRx(info, ifindex, len(pkt))
-		}
-		n++
-		if n == len(batch) {
-			deliver(batch[:n])
-			n = 0
-		}
+		l.take(seg, &info, ifindex, len(pkt), &n, batch, deliver)
 	}
 	onEnd := func() {
 		if n > 0 {
@@ -551,6 +682,54 @@ func (l *Link) Run(ctx context.Context, deliver func(segs []tcpseg.Segment)) err
 		}
 		return fmt.Errorf("raw: link: %w", err)
 	}
+}
+
+// take keeps a decoded segment that passed the source and destination checks: it
+// gets its path, joins batch[*n], and the batch goes to deliver when full. size is the
+// packet's IP bytes, for the path's counters.
+func (l *Link) take(seg *tcpseg.Segment, info *Info, ifindex, size int, n *int, batch []tcpseg.Segment, deliver func([]tcpseg.Segment)) {
+	if info.Tunneled() && !l.accepts(info.OuterSrc) {
+		l.drops[dropUnknownSource].Add(1)
+		return
+	}
+	if seg.Dst.Addr() != l.cfg.Addr || (len(l.cfg.Ports) > 0 && !inRanges(l.cfg.Ports, seg.Dst.Port())) {
+		l.drops[dropNotOurs].Add(1)
+		return
+	}
+	if l.ret != nil {
+		seg.Path = l.learnRx(seg, info, size)
+	} else {
+		seg.Path = l.countRx(*info, ifindex, size)
+	}
+	*n++
+	if *n == len(batch) {
+		deliver(batch[:*n])
+		*n = 0
+	}
+}
+
+// UDPSuperPacket recognises IPv4/UDP to port whose payload holds more than one inner
+// packet: a GSO datagram that crossed a virtual device whole (a veth with GSO on) or
+// datagrams a NIC's GRO merged. It returns the outer header, the UDP source port and the
+// UDP payload.
+func UDPSuperPacket(pkt []byte, port uint16) (IPv4Header, uint16, []byte, bool) {
+	h, err := ParseIPv4(pkt)
+	if err != nil || h.Proto != protoUDP || h.Fragment || h.TotalLen-h.HeaderLen < udpHeaderLen+ipv4HeaderLen {
+		return h, 0, nil, false
+	}
+	u := pkt[h.HeaderLen:h.TotalLen]
+	if binary.BigEndian.Uint16(u[2:4]) != port || int(binary.BigEndian.Uint16(u[4:6])) != len(u) {
+		return h, 0, nil, false
+	}
+	payload := u[udpHeaderLen:]
+	if int(binary.BigEndian.Uint16(payload[2:4])) >= len(payload) {
+		return h, 0, nil, false // one inner packet (or a broken one): the Decoder's case
+	}
+	return h, binary.BigEndian.Uint16(u[0:2]), payload, true
+}
+
+func addrOf4(a uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(a >> 24), byte(a >> 16), byte(a >> 8), byte(a)})
 }
 
 func (l *Link) accepts(src netip.Addr) bool {
@@ -665,7 +844,7 @@ func (l *Link) Stats() LinkStats {
 			Dev: p.cfg.Dev, Local: p.cfg.Local, Relay: p.cfg.Relay,
 			TxPackets: p.txPackets.Load(), TxBytes: p.txBytes.Load(), TxErrors: p.txErrors.Load(),
 			RxPackets: p.rxPackets.Load(), RxBytes: p.rxBytes.Load(),
-			Keepalives: p.keepalives.Load(), TooBig: p.sender.Stats().TooBig,
+			Keepalives: p.keepalives.Load(), TooBig: p.tooBig(),
 		})
 	}
 	for i, r := range dropReasons {
@@ -701,6 +880,9 @@ func (l *Link) Close() error {
 		if p.sender != nil {
 			errs = append(errs, p.sender.Close())
 		}
+	}
+	for _, u := range l.udps {
+		errs = append(errs, u.Close())
 	}
 	if l.guard != nil {
 		errs = append(errs, l.guard.Close())

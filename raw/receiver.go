@@ -327,7 +327,9 @@ func (r *Receiver) Close() error {
 // completeTCPChecksum finishes the TCP checksum of a packet the kernel marked
 // CHECKSUM_PARTIAL (sent by a local kernel socket over veth/loopback with checksum
 // offload: the field holds only the pseudo-header sum). It handles IPv4/TCP and
-// IPv4/IPIP/IPv4/TCP and reports whether it changed the packet.
+// IPv4/IPIP/IPv4/TCP and reports whether it changed the packet. For IPv4/UDP (a local
+// UDP socket's encapsulation: the inner packet's checksums are whole) it sets the UDP
+// checksum to 0, "none", as fou sends it: the kernel vouches for a local packet.
 func completeTCPChecksum(pkt []byte) bool {
 	ip := pkt
 	for range 2 {
@@ -340,6 +342,12 @@ func completeTCPChecksum(pkt []byte) bool {
 			return false
 		}
 		switch ip[9] {
+		case protoUDP:
+			if total-hl < udpHeaderLen {
+				return false
+			}
+			ip[hl+6], ip[hl+7] = 0, 0
+			return true
 		case protoIPIP:
 			ip = ip[hl:total]
 			continue

@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"go.uber.org/zap"
+
+	"mpath/raw"
 )
 
 // Source is where the relay reads packets from: raw's AF_PACKET receiver in production,
@@ -159,6 +161,7 @@ type Relay struct {
 	direct     []*packet
 	directPkts [][]byte
 	directDsts []netip.Addr
+	superBuf   [bufSize]byte // one inner packet of a UDP super-packet at a time (receiveSuper)
 
 	free chan *packet // pool of buffers; capacity MaxQueued
 
@@ -369,10 +372,41 @@ func (r *Relay) putPacket(p *packet) {
 	}
 }
 
+// receiveSuper takes a UDP datagram holding several inner packets back to back (a
+// sender's GSO datagram that crossed a veth whole, or a GRO merge) as the datagrams it
+// stands for: each inner packet behind a copy of the outer IPv4 and UDP headers (hdr),
+// lengths and header checksum fixed, UDP checksum 0 (the inner packet carries its own).
+func (r *Relay) receiveSuper(hdr, inner []byte) {
+	for len(inner) >= ipv4HeaderLen {
+		total := int(binary.BigEndian.Uint16(inner[2:4]))
+		if total < ipv4HeaderLen || total > len(inner) || len(hdr)+total > bufSize {
+			r.dropPkt(ReasonMalformed, inner)
+			return
+		}
+		b := r.superBuf[:len(hdr)+total]
+		copy(b, hdr)
+		copy(b[len(hdr):], inner[:total])
+		hl := len(hdr) - 8
+		binary.BigEndian.PutUint16(b[2:4], uint16(len(b)))
+		b[10], b[11] = 0, 0
+		binary.BigEndian.PutUint16(b[10:12], checksum(b[:hl]))
+		binary.BigEndian.PutUint16(b[hl+4:hl+6], uint16(len(b)-hl))
+		b[hl+6], b[hl+7] = 0, 0
+		r.receive(b)
+		inner = inner[total:]
+	}
+}
+
 // receive handles one captured packet (receive goroutine).
 func (r *Relay) receive(pkt []byte) {
 	now := time.Now()
 	pol := r.policy.Load()
+	if pol.UDPPort != 0 && len(pkt) > ipv4HeaderLen+8+ipv4HeaderLen {
+		if outer, _, inner, ok := raw.UDPSuperPacket(pkt, pol.UDPPort); ok {
+			r.receiveSuper(pkt[:outer.HeaderLen+8], inner)
+			return
+		}
+	}
 	if len(pkt) > bufSize {
 		// Loopback traffic (64 KB MTU) to this host is none of our business; anything
 		// else this big cannot have come over a 1500-byte link.

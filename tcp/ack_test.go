@@ -80,12 +80,24 @@ func TestACKPerBatch(t *testing.T) {
 		t.Fatalf("at the delayed-ACK deadline %d ACKs, want 1", len(got))
 	}
 
-	// Out of order: a gap, then a segment beyond it is acknowledged during input (with
-	// SACK), before the batch ends.
+	// Out of order: a gap, then segments beyond it on two paths: no delayed-ACK wait,
+	// one ACK per path when the batch ends, each with the SACK block.
 	seg(0) // skipped: the gap
 	s = seg(1)
 	e.input(later, &s, 1)
-	if got := pureACKs(e); len(got) != 1 || got[0] != 1 {
-		t.Fatalf("out-of-order segment: ACKs on paths %v during input, want one on path 1 at once", got)
+	s = seg(0)
+	e.input(later, &s, 0)
+	if got := pureACKs(e); len(got) != 0 {
+		t.Fatalf("out-of-order segments: ACKs on paths %v during input, want them with the batch", got)
+	}
+	e.output(later)
+	var sacked []int
+	for _, o := range e.out {
+		if o.seg.Options.NSACK == 1 && o.seg.Options.SACK[0].Right == seq {
+			sacked = append(sacked, o.path)
+		}
+	}
+	if got := pureACKs(e); len(got) != 2 || len(sacked) != 2 {
+		t.Fatalf("out-of-order batch: ACKs on paths %v (%v with the SACK block), want one on each path with it", got, sacked)
 	}
 }

@@ -880,19 +880,17 @@ func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 		if e.rq.Bytes() > 0 {
 			before := e.rcvNxt
 			e.popReorder(now)
-			if e.rcvNxt != before {
-				e.ackNow = true // a gap filled
-			}
-			if e.rq.Bytes() > 0 {
-				e.ackNow = true
+			if e.rcvNxt != before || e.rq.Bytes() > 0 {
+				e.ackDue |= pathBit(path) // a gap filled, or data still held: ACK with this batch
 			}
 		}
 		e.unacked++
 		if e.unacked >= 2 || seg.Flags&FlagPSH != 0 && e.unacked > 1 {
 			// Every 2nd segment calls for an ACK (RFC 5681 4.2), sent when the loop has
 			// taken the whole receive batch (output): a batch of in-order segments gets
-			// one ACK per path it came by, not one per two segments. Reordering, gaps
-			// filled, duplicates and window edges still ACK at once (ackNow above/below).
+			// one ACK per path it came by, not one per two segments. Duplicates and
+			// window edges ACK at once (ackNow); out-of-order data and filled gaps
+			// without waiting for the delayed-ACK timer, at the end of the batch.
 			e.ackDue |= pathBit(path)
 		} else if e.delAckAt.IsZero() {
 			e.delAckAt = now.Add(e.delAckTimeout())
@@ -909,7 +907,11 @@ func (e *endpoint) receiveData(now time.Time, seg *Segment, path int) {
 			e.cfg.budget.add(d)
 			e.memCounted += d
 		}
-		e.ackNow = true // out of order: ACK at once, with SACK
+		// Out of order: ACK without delay, with SACK (RFC 5681 4.2: at once), at the end
+		// of this receive batch: paths interleave, so a batch holds many out-of-order
+		// segments, and one ACK per path with the batch's SACK blocks tells the sender
+		// more than one per segment (loss detection is per path RACK, not dupACKs).
+		e.ackDue |= pathBit(path)
 	}
 }
 

@@ -49,6 +49,7 @@ type Options struct {
 	Bin       string    // the mpath binary the lab runs (default: this executable)
 	Seconds   float64   // target duration of one transfer (default 5; 1 with Quick)
 	Repeat    int       // measurements per system and cell, the median is kept (default 1)
+	Encap     string    // mpath's encapsulation: "" or "ipip" (default), "udp[:PORT]" (client, exit and relays)
 	Stdout    io.Writer // progress lines and tables (default os.Stdout)
 	Logger    *zap.Logger
 	Command   string // the command line, recorded in the report
@@ -620,7 +621,7 @@ func (r *runner) ensureTopo(ctx context.Context, topo Topo) error {
 	}
 	t0 := time.Now()
 	l, err := lab.Up(ctx, lab.Config{Prefix: r.opt.Prefix, Base: r.opt.Base, Paths: specs, MpathBin: r.opt.Bin,
-		LogDir: r.logs, Seed: 1})
+		LogDir: r.logs, Seed: 1, RelayArgs: r.encapArgs()})
 	if err != nil {
 		return fmt.Errorf("lab up: %w", err)
 	}
@@ -774,7 +775,7 @@ func (r *runner) ensureNodes(ctx context.Context, c *Cell, m Measure) error {
 		paths[i] = i + 1
 	}
 	n, err := r.lab.StartNodes(ctx, lab.NodesConfig{Bin: r.opt.Bin, Dir: r.logs, Paths: paths, Weights: m.Weights,
-		Scheduler: m.Scheduler, RecvWindow: m.RecvWindow, Direct: m.Direct})
+		Scheduler: m.Scheduler, RecvWindow: m.RecvWindow, Direct: m.Direct, ClientArgs: r.encapArgs(), ExitArgs: r.encapArgs()})
 	if err != nil {
 		return fmt.Errorf("mpath nodes: %w", err)
 	}
@@ -870,4 +871,12 @@ func kernelRelease() string {
 		return "?"
 	}
 	return strings.TrimSpace(string(b))
+}
+
+// encapArgs are the flags that give every mpath role Options.Encap (none for the default).
+func (r *runner) encapArgs() []string {
+	if r.opt.Encap == "" || r.opt.Encap == "ipip" {
+		return nil
+	}
+	return []string{"--encap", r.opt.Encap}
 }

@@ -23,6 +23,7 @@ import (
 
 	"mpath/bench"
 	benchlab "mpath/bench/lab"
+	"mpath/raw"
 )
 
 const benchMore = `
@@ -279,6 +280,7 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 	fs.IntVar(&opt.Repeat, "repeat", 1, "measure each figure `N` times and keep the median")
 	fs.StringVar(&opt.Cells, "cells", "", "only the cells whose \"TABLE: ROW, COL\" matches this `regexp` (see --list), e.g. 'rtt-queue: 10 / 160 ms, short'")
 	fs.StringVar(&opt.Systems, "systems", "", "measure only the systems whose name matches this `regexp`, e.g. '^mpath$'")
+	fs.StringVar(&opt.Encap, "encap", "ipip", "mpath's encapsulation in the lab (client, exit and relays): `ipip|udp[:PORT]`, e.g. --encap udp")
 	list := fs.Bool("list", false, "print the tables and cells the scenarios would measure, and exit")
 	render := fs.Bool("render", false, "no lab: re-draw report.md and the charts in --out from its results.json, e.g. --lab all --render --out bench-out")
 	debug := fs.Bool("debug", false, "debug logging")
@@ -292,6 +294,9 @@ func benchLabMain(ctx context.Context, args []string, stdout io.Writer, stderr *
 		return usageErrorf("--lab needs scenarios: %s or all", strings.Join(benchlab.ScenarioNames(), ", "))
 	}
 	opt.Scenarios = strings.Split(*scen, ",")
+	if _, err := raw.ParseEncap(opt.Encap); err != nil {
+		return usageErrorf("--encap: %v", err)
+	}
 	if opt.Quick && !flagGiven(fs, "seconds") {
 		opt.Seconds = 0 // the quick default
 	}
