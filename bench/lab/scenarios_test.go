@@ -156,7 +156,7 @@ func TestQuickIsSmall(t *testing.T) {
 			t.Errorf("quick table %s: %d cells (full %d)", id, len(tb.Cells), len(full[id].Cells))
 		}
 	}
-	if total > 20 {
+	if total > 24 {
 		t.Errorf("quick runs %d cells", total)
 	}
 	o := Options{Scenarios: []string{"rates"}, Quick: true, Bin: "/bin/true"}
