@@ -558,7 +558,7 @@ func (l *Link) sendUDP(p *linkPath, path int, segs []tcpseg.Segment, b *txBatch)
 				d = ep
 			}
 			enc := &b.enc[i]
-			enc.PathID = uint8(path)
+			enc.PathID = PathByte(path, len(l.paths))
 			hdr, err := enc.TCPHeaders(&segs[i])
 			if err != nil {
 				p.txErrors.Add(1)

@@ -78,7 +78,8 @@ func TestRelaySpoofedDNSNotForwarded(t *testing.T) {
 	if got[0].dst != netip.MustParseAddr("10.77.255.2") {
 		t.Fatalf("forwarded to %v, want only the TCP packet to 10.77.255.2", got[0].dst)
 	}
-	st := waitStats(t, r, func(s Stats) bool { return s.Dropped[ReasonProtocol] == 100 })
+	// The relay counts a packet after sending it: wait for the count, not only the drops.
+	st := waitStats(t, r, func(s Stats) bool { return s.Dropped[ReasonProtocol] == 100 && s.Forwarded[KindForward] >= 1 })
 	if st.Forwarded[KindForward] != 1 {
 		t.Errorf("forwarded %d, want 1", st.Forwarded[KindForward])
 	}
