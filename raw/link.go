@@ -472,20 +472,14 @@ func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 		n := min(len(segs), sendBatchMax)
 		k := 0
 		for i := range segs[:n] {
-			if l.ret != nil {
-				ep, ok := l.ret.lookup(segs[i].Src, segs[i].Dst, path, now)
-				if !ok {
-					l.drops[dropNoEndpoint].Add(1)
-					p.txErrors.Add(1)
-					continue
-				}
-				dst = ep
-				if !udp {
-					dst = netip.AddrPortFrom(ep.Addr(), 0)
-				}
+			dst, ok := l.prepare(p, path, &segs[i], &b.enc[i], dst, now)
+			if !ok {
+				continue
+			}
+			if !udp {
+				dst = netip.AddrPortFrom(dst.Addr(), 0)
 			}
 			enc := &b.enc[i]
-			enc.PathID = PathByte(path, len(l.paths))
 			var pkt []byte
 			var err error
 			if udp {
@@ -515,6 +509,23 @@ func (l *Link) Send(path int, segs []tcpseg.Segment) error {
 		segs = segs[n:]
 	}
 	return firstErr
+}
+
+// prepare is what both send paths do before encoding seg on path: tag the encoder with
+// the path and the number of paths (PathByte), and find the destination: the path's
+// relay (dst), or at a learning exit the endpoint learned for the segment's client and
+// path (ok false: none known, counted as a drop).
+func (l *Link) prepare(p *linkPath, path int, seg *tcpseg.Segment, enc *Encoder, dst netip.AddrPort, now time.Time) (netip.AddrPort, bool) {
+	enc.PathID = PathByte(path, len(l.paths))
+	if l.ret == nil {
+		return dst, true
+	}
+	ep, ok := l.ret.lookup(seg.Src, seg.Dst, path, now)
+	if !ok {
+		l.drops[dropNoEndpoint].Add(1)
+		p.txErrors.Add(1)
+	}
+	return ep, ok
 }
 
 // noteSent counts what a send of k packets left unsent and logs EMSGSIZE once.
@@ -547,18 +558,11 @@ func (l *Link) sendUDP(p *linkPath, path int, segs []tcpseg.Segment, b *txBatch)
 		n := min(len(segs), sendBatchMax)
 		k := 0
 		for i := range segs[:n] {
-			d := dst
-			if l.ret != nil {
-				ep, ok := l.ret.lookup(segs[i].Src, segs[i].Dst, path, now)
-				if !ok {
-					l.drops[dropNoEndpoint].Add(1)
-					p.txErrors.Add(1)
-					continue
-				}
-				d = ep
+			d, ok := l.prepare(p, path, &segs[i], &b.enc[i], dst, now)
+			if !ok {
+				continue
 			}
 			enc := &b.enc[i]
-			enc.PathID = PathByte(path, len(l.paths))
 			hdr, err := enc.TCPHeaders(&segs[i])
 			if err != nil {
 				p.txErrors.Add(1)
